@@ -1,0 +1,2 @@
+"""ROS-free core: every algorithm lives here; the live node, the replay tool and the
+benchmarks all call it unchanged."""

@@ -1,0 +1,119 @@
+"""The one processing chain: audio window (+ optional image) -> every output.
+
+    window --VAD--> voice probability
+           --DoaEstimator--> DoA map + top-K peaks
+           --SpeakerTracker--> tracks (updated with the peaks only while voice is active)
+    image  --HeatmapRunner--> audio-visual heatmap --fusion with the projected DoA map-->
+
+Outputs are stamped from the data: the image stamp when an image drives the step, otherwise
+the time just after the window's last sample. Windows are causal: they end at the stamp. Replay, benchmarks and the ROS nodes call this unchanged.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .camera import CameraGeometry
+from .doa import DoaEstimator
+from .fusion import DoaImageProjector, fuse
+from .geometry import MicArray
+from .tracker import SpeakerTracker
+from .types import AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
+from .vad import make_vad
+
+
+class InputError(ValueError):
+    """An input the pipeline cannot process (the caller drops it and counts the reason)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Pipeline:
+    def __init__(self, params: dict[str, Any], sample_rate: int,
+                 camera: CameraGeometry | None = None, heatmap_runner=None):
+        self.params = dict(params)
+        self.sample_rate = int(sample_rate)
+        self.mic_array = MicArray.from_params(self.params)
+        # The estimator sizes its STFT/bands from the rate it is given.
+        self.params["sample_rate"] = self.sample_rate
+        self.doa = DoaEstimator(self.mic_array, self.params)
+        self.vad = make_vad(self.params)
+        self.vad_threshold = float(self.params["vad.threshold"])
+        self.tracker = SpeakerTracker(self.params)
+        self.heatmap_runner = heatmap_runner
+        self.window_samples = int(round(float(self.params["audio.window_s"]) * self.sample_rate))
+        self._projector: DoaImageProjector | None = None
+        self.set_camera(camera)
+
+    @property
+    def n_channels(self) -> int:
+        return self.mic_array.n_mics
+
+    def set_camera(self, camera: CameraGeometry | None) -> None:
+        self.camera = camera
+        self._projector = None if camera is None else DoaImageProjector(
+            camera, self.doa.grid.azimuths, self.doa.grid.elevations,
+            range_m=float(self.params["heatmap.fusion_range_m"]))
+
+    def validate(self, window: AudioWindow) -> None:
+        if window.n_channels != self.n_channels:
+            raise InputError("channel_mismatch",
+                             f"audio has {window.n_channels} channels but the mic array "
+                             f"'{self.mic_array.name}' has {self.n_channels}")
+        if window.sample_rate != self.sample_rate:
+            raise InputError("sample_rate_mismatch",
+                             f"audio is {window.sample_rate} Hz, pipeline runs at {self.sample_rate} Hz")
+        if window.n_samples == 0:
+            raise InputError("empty_audio", "zero-length audio window")
+        if not np.all(np.isfinite(window.samples)):
+            raise InputError("nonfinite_audio", "audio window contains NaN or Inf")
+
+    def process(self, window: AudioWindow, image: ImageFrame | None = None,
+                av_window: AudioWindow | None = None) -> PipelineOutput:
+        """Run every stage on one window; ``av_window`` feeds the heatmap's audio encoder."""
+        self.validate(window)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        voice_p = float(self.vad.probability(window))
+        voice = voice_p >= self.vad_threshold
+        t1 = time.perf_counter()
+        doa_map, peaks = self.doa.estimate(window)
+        t2 = time.perf_counter()
+        stamp = image.stamp_ns if image is not None else window.end_stamp_ns
+        detections = [Detection(p.azimuth, p.elevation, p.confidence) for p in peaks] if voice else []
+        tracks = self.tracker.update(stamp, detections, voice_active=voice)
+        t3 = time.perf_counter()
+        timings.update(vad=t1 - t0, doa=t2 - t1, tracker=t3 - t2)
+        doa = DoaFrame(stamp_ns=stamp, doa_map=doa_map, azimuths=self.doa.grid.azimuths,
+                       elevations=self.doa.grid.elevations, peaks=tuple(peaks),
+                       voice_probability=voice_p, voice_active=voice)
+        out = PipelineOutput(stamp_ns=stamp, doa=doa, tracks=tuple(tracks), timings_s=timings,
+                             image=image)
+        if image is not None:
+            self._image_stage(out, image, av_window)
+        return out
+
+    def _image_stage(self, out: PipelineOutput, image: ImageFrame,
+                     av_window: AudioWindow | None) -> None:
+        t0 = time.perf_counter()
+        heatmap = None
+        if self.heatmap_runner is not None:
+            if av_window is not None and av_window.n_samples > 0:
+                self.heatmap_runner.set_audio(av_window)
+            heatmap, out.av_confidence = self.heatmap_runner.infer(image.image)
+            out.heatmap = heatmap
+        t1 = time.perf_counter()
+        out.timings_s["heatmap"] = t1 - t0
+        if self._projector is not None:
+            h, w = self._projector.shape
+            small = None if heatmap is None else cv2.resize(heatmap, (w, h), interpolation=cv2.INTER_AREA)
+            likelihood = self._projector.likelihood(out.doa.doa_map)
+            if not out.doa.voice_active:
+                likelihood = np.zeros_like(likelihood)
+            out.fused_heatmap = fuse(small, likelihood)
+            out.timings_s["fusion"] = time.perf_counter() - t1

@@ -1,0 +1,213 @@
+"""Streaming front end shared by the live nodes and the replay tool.
+
+It owns the timestamped ring buffer and decides when the Pipeline runs:
+
+* camera-driven: each image waits until the audio window ending at its stamp has arrived,
+  then runs with that window (output stamp = image stamp; causal, so latency stays low);
+* audio-only: with no image in the last ``2 / doa.rate_hz`` of audio time, a step runs every
+  ``1 / doa.rate_hz`` of *audio sample time* (output stamp = window end).
+
+Nothing here reads a wall clock for stamps; bad input is dropped and counted by reason in
+``drops`` (plus the ring buffer's own counters), never raised to the caller.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+from .audio_buffer import AudioInputError, AudioRingBuffer
+from .camera import CameraGeometry
+from .pipeline import InputError, Pipeline
+from .types import NS_PER_S, AudioWindow, ImageFrame, PipelineOutput
+
+log = logging.getLogger(__name__)
+
+
+class StreamingLocalizer:
+    def __init__(self, params: dict[str, Any], heatmap_runner=None, max_image_queue: int = 64):
+        self.params = dict(params)
+        self.heatmap_runner = heatmap_runner
+        self.drops: Counter = Counter()
+        self.pipeline: Pipeline | None = None
+        self.buffer: AudioRingBuffer | None = None
+        self.audio_format: tuple[int, int, str] | None = None
+        self.camera: CameraGeometry | None = None
+        self._images: deque[ImageFrame] = deque(maxlen=max_image_queue)
+        self._rate_period_ns = int(NS_PER_S / float(self.params["doa.rate_hz"]))
+        self._next_tick_ns: int | None = None
+        self._last_image_ns: int | None = None
+        self.latency_s: dict[str, list[float]] = {}
+        self.outputs_total = 0
+        self._warned: set[str] = set()
+
+    # --- configuration from the data ------------------------------------------------------
+    def on_audio_info(self, channels: int, sample_rate: int, sample_format: str) -> bool:
+        """Configure from AudioInfo; returns False (and counts) when it cannot be used."""
+        fmt = (int(channels), int(sample_rate), str(sample_format))
+        if fmt == self.audio_format:
+            return True
+        expected_rate = int(self.params.get("sample_rate") or 0)
+        if expected_rate and expected_rate != fmt[1]:
+            self._drop("sample_rate_mismatch",
+                       f"AudioInfo says {fmt[1]} Hz but sample_rate is {expected_rate} Hz; "
+                       "set sample_rate: 0 to follow AudioInfo")
+            return False
+        try:
+            pipeline = Pipeline(self.params, fmt[1], camera=self.camera,
+                                heatmap_runner=self.heatmap_runner)
+        except ValueError as exc:
+            self._drop("bad_configuration", str(exc))
+            return False
+        if fmt[0] != pipeline.n_channels:
+            self._drop("channel_mismatch",
+                       f"AudioInfo says {fmt[0]} channels but the mic array has "
+                       f"{pipeline.n_channels}")
+            return False
+        if self.audio_format is not None:
+            self.drops["audio_format_change"] += 1
+            log.warning("audio format changed %s -> %s; restarting the stream",
+                        self.audio_format, fmt)
+        self.audio_format = fmt
+        self.pipeline = pipeline
+        self.buffer = AudioRingBuffer(
+            fmt[0], fmt[1], capacity_s=float(self.params["audio.buffer_s"]),
+            max_jitter_s=float(self.params["audio.max_jitter_s"]),
+            max_gap_fill_s=float(self.params["audio.max_gap_fill_s"]))
+        self._next_tick_ns = None
+        self._images.clear()
+        return True
+
+    def on_camera(self, camera: CameraGeometry | None) -> None:
+        self.camera = camera
+        if self.pipeline is not None:
+            self.pipeline.set_camera(camera)
+
+    # --- data -----------------------------------------------------------------------------
+    def on_audio(self, samples: np.ndarray, stamp_ns: int) -> list[PipelineOutput]:
+        """Push a chunk ``(n_channels, n)``; returns the outputs that became computable."""
+        if self.buffer is None:
+            self._drop("audio_before_info", "audio arrived before AudioInfo; dropping")
+            return []
+        try:
+            result = self.buffer.push(samples, stamp_ns)
+        except AudioInputError as exc:
+            self._drop("channel_mismatch", str(exc))
+            return []
+        if result.status in ("reset", "discontinuity"):
+            self._next_tick_ns = None
+        return self._run_ready()
+
+    def on_image(self, image: ImageFrame) -> list[PipelineOutput]:
+        img = image.image
+        if img is None or img.size == 0 or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            self._drop("bad_image", f"image must be (H, W, 3) uint8, got "
+                                    f"{None if img is None else (img.shape, img.dtype)}")
+            return []
+        if self._images and image.stamp_ns <= self._images[-1].stamp_ns:
+            self._drop("image_stamp_not_increasing", "image stamp not after the previous one")
+            return []
+        self._last_image_ns = image.stamp_ns  # a live camera suppresses the audio-only ticks
+        if len(self._images) == self._images.maxlen:
+            self._drop("image_queue_full", "no audio for queued images; dropping the oldest")
+        self._images.append(image)
+        return self._run_ready()
+
+    # --- scheduling -----------------------------------------------------------------------
+    def _run_ready(self) -> list[PipelineOutput]:
+        if self.pipeline is None or self.buffer is None or not self.buffer.started:
+            return []
+        outputs: list[PipelineOutput] = []
+        n = self.pipeline.window_samples
+        win_ns = n * NS_PER_S // self.pipeline.sample_rate
+        end_ns = self.buffer.end_stamp_ns
+        start_ns = self.buffer.start_stamp_ns
+        max_wait_ns = int(float(self.params["audio.max_image_wait_s"]) * NS_PER_S)
+        while self._images:
+            image = self._images[0]
+            if image.stamp_ns - win_ns < start_ns:
+                self._images.popleft()
+                self._drop("image_older_than_audio", "image stamp precedes the buffered audio")
+                continue
+            if image.stamp_ns > end_ns:
+                if image.stamp_ns - end_ns > max_wait_ns and len(self._images) > 1:
+                    # audio is far behind: keep the newest images, shed the oldest
+                    self._images.popleft()
+                    self._drop("image_audio_timeout", "audio for image did not arrive in time")
+                    continue
+                break
+            self._images.popleft()
+            out = self._step(image.stamp_ns, image)
+            if out is not None:
+                outputs.append(out)
+        # Audio-only ticks, suppressed while a camera drives the pipeline.
+        if self._next_tick_ns is None:
+            self._next_tick_ns = start_ns + win_ns
+        while self._next_tick_ns <= end_ns:
+            tick = self._next_tick_ns
+            self._next_tick_ns += self._rate_period_ns
+            camera_live = (self._last_image_ns is not None
+                           and tick - self._last_image_ns < 2 * self._rate_period_ns) or bool(self._images)
+            if not camera_live:
+                out = self._step(tick, None)
+                if out is not None:
+                    outputs.append(out)
+        return outputs
+
+    def _step(self, stamp_ns: int, image: ImageFrame | None) -> PipelineOutput | None:
+        """Run the pipeline on the window that ends at ``stamp_ns``."""
+        rate = self.pipeline.sample_rate
+        n = self.pipeline.window_samples
+        got = self.buffer.window_at(stamp_ns - n * NS_PER_S // rate, n)
+        if got is None:
+            self._drop("audio_window_unavailable", "audio window not in buffer")
+            return None
+        window, valid = got
+        if valid < float(self.params["audio.min_valid_fraction"]):
+            self._drop("audio_window_invalid", f"only {valid:.0%} of the window is valid audio")
+            return None
+        av_window = None
+        if image is not None and self.heatmap_runner is not None:
+            n_av = int(round(self.heatmap_runner.audio_window_s * rate))
+            got_av = self.buffer.window_at(stamp_ns - n_av * NS_PER_S // rate, n_av)
+            av_window = got_av[0] if got_av is not None else window
+        t0 = time.perf_counter()
+        try:
+            out = self.pipeline.process(window, image=image, av_window=av_window)
+        except InputError as exc:
+            self._drop(exc.reason, str(exc))
+            return None
+        except ValueError as exc:  # e.g. a heatmap model rejecting the image
+            self._drop("processing_error", str(exc))
+            return None
+        if image is not None:
+            out.stamp_ns = image.stamp_ns
+        out.timings_s["total"] = time.perf_counter() - t0
+        for k, v in out.timings_s.items():
+            hist = self.latency_s.setdefault(k, [])
+            hist.append(v)
+            if len(hist) > 1000:
+                del hist[:500]
+        self.outputs_total += 1
+        return out
+
+    def _drop(self, reason: str, message: str) -> None:
+        self.drops[reason] += 1
+        if reason not in self._warned:  # log each reason once; the counters carry the rest
+            self._warned.add(reason)
+            log.warning("%s: %s", reason, message)
+
+    def diagnostics(self) -> dict[str, Any]:
+        d: dict[str, Any] = {f"drop.{k}": v for k, v in sorted(self.drops.items())}
+        if self.buffer is not None:
+            d.update({f"audio.{k}": v for k, v in sorted(self.buffer.counts.items())})
+            d["audio.clock_drift_ppm"] = round(self.buffer.drift_ppm, 2)
+        for k, v in self.latency_s.items():
+            if v:
+                d[f"latency_ms.{k}.p50"] = round(1e3 * float(np.percentile(v, 50)), 3)
+                d[f"latency_ms.{k}.p99"] = round(1e3 * float(np.percentile(v, 99)), 3)
+        d["outputs"] = self.outputs_total
+        return d

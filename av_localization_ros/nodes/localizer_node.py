@@ -1,0 +1,262 @@
+"""The localizer as an rclpy node (ROS 2 Humble / Jazzy): a thin shell over LocalizerLogic.
+
+    ros2 run av_localization_ros localizer_node --ros-args --params-file config/params.yaml
+
+Inputs (relative names, so ``namespace`` and remapping apply):
+
+* ``camera/image_raw`` + ``camera/camera_info``: ``message_filters.Subscriber`` with
+  ``qos_profile_sensor_data``, paired by ``ApproximateTimeSynchronizer`` (slop 50 ms);
+* ``audio/audio`` (audio_common_msgs/AudioDataStamped, reliable, depth 100) and
+  ``audio/audio_info`` (TRANSIENT_LOCAL: it is latched; audio before it is dropped and counted);
+* the array -> camera transform from TF (tf2_ros Buffer: ``/tf_static`` and ``/tf``).
+
+Outputs: ``av_localization/{doa,doa_map,heatmap,overlay,speakers,speaker_markers}`` stamped with
+the input data's stamps, ``/diagnostics``, and REP-155 voices where hri_msgs is installed.
+
+Every parameter of ``core.params.PARAMETERS`` is declared with its description (read-only) and
+validated at start: an invalid configuration stops the node with a clear error.
+
+Messages cross into the logic as CDR: rclpy hands ``serialize_message`` bytes (or ``raw=True``
+bytes) to the same decoder the DDS shell uses, and outputs are published as serialized bytes
+(``Publisher.publish`` accepts ``bytes``), so both shells run byte-identical code paths.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..bag import messages as m
+from ..core.params import PARAMETERS, defaults
+from .cdr import decode, encode
+from .diagnostics import DIAGNOSTIC_ARRAY, DiagnosticsReporter
+from .localizer_logic import heatmap_runner_from_params
+from .localizer_logic import OUTPUT_TOPICS, LocalizerLogic
+
+NODE_NAME = "av_localizer"
+INPUT_IMAGE = "camera/image_raw"
+INPUT_CAMERA_INFO = "camera/camera_info"
+INPUT_AUDIO = "audio/audio"
+INPUT_AUDIO_INFO = "audio/audio_info"
+OUTPUT_PREFIX = "av_localization"
+SYNC_QUEUE = 10
+SYNC_SLOP_S = 0.05
+
+#: shell-only parameters (not part of the algorithm's table)
+NODE_PARAMETERS = {
+    "publish_overlay": (True, "Publish av_localization/overlay (bgr8); costs a frame copy and drawing."),
+    "diagnostics_period_s": (1.0, "Period of /diagnostics in seconds."),
+    "publish_voices": (True, "Publish REP-155 /humans/voices/tracked and voice_<id> TF frames (needs hri_msgs)."),
+}
+
+
+def coerce_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Cast each value to its default's type (YAML ``343`` for a float, ...); ValueError if not."""
+    out = dict(values)
+    base = defaults()
+    for name, default in base.items():
+        v = out.get(name, default)
+        try:
+            if isinstance(default, bool):
+                if not isinstance(v, bool):
+                    raise TypeError
+            elif isinstance(default, float):
+                v = float(v)
+            elif isinstance(default, int):
+                if isinstance(v, bool) or int(v) != v:
+                    raise TypeError
+                v = int(v)
+            elif isinstance(default, str):
+                v = str(v)
+            elif isinstance(default, list):
+                v = [float(x) for x in v]
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {name!r}: {v!r} is not a {type(default).__name__}") from None
+        out[name] = v
+    return out
+
+
+def validate_params(params: dict[str, Any]) -> None:
+    """Raise ValueError when the configuration cannot run (checked once, at start)."""
+    from ..core.pipeline import Pipeline
+
+    rate = int(params.get("sample_rate") or 0) or 16000
+    Pipeline(params, rate, camera=None, heatmap_runner=None)  # validates array, grids, STFT, ...
+    if float(params["doa.rate_hz"]) <= 0:
+        raise ValueError("doa.rate_hz must be > 0")
+
+
+def _msg_class(msgtype: str):
+    from rosidl_runtime_py.utilities import get_message
+
+    return get_message(msgtype)
+
+
+def make_node_class():
+    """The rclpy Node subclass (built lazily so this module imports without ROS 2)."""
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.node import Node
+    from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
+                           QoSReliabilityPolicy, qos_profile_sensor_data)
+    from rclpy.serialization import serialize_message
+
+    class LocalizerNode(Node):
+        def __init__(self, **kwargs):
+            super().__init__(NODE_NAME, **kwargs)
+            log = self.get_logger()
+            # --- parameters: declared with descriptions, read-only, validated -------------
+            for name, spec in PARAMETERS.items():
+                self.declare_parameter(name, spec.default, ParameterDescriptor(
+                    description=spec.description, read_only=True, dynamic_typing=True))
+            for name, (default, description) in NODE_PARAMETERS.items():
+                self.declare_parameter(name, default, ParameterDescriptor(
+                    description=description, read_only=True))
+            raw = {name: self.get_parameter(name).value for name in PARAMETERS}
+            params = coerce_params(raw)
+            validate_params(params)
+            self.params = params
+            opt = {name: self.get_parameter(name).value for name in NODE_PARAMETERS}
+
+            self.logic = LocalizerLogic(params, heatmap_runner=heatmap_runner_from_params(params),
+                                        publish_overlay=bool(opt["publish_overlay"]))
+            self.reporter = DiagnosticsReporter(self.get_name(), hardware_id=params["array_frame"])
+
+            # --- outputs ------------------------------------------------------------------
+            self.out_pubs = {
+                suffix: self.create_publisher(_msg_class(msgtype), f"{OUTPUT_PREFIX}/{suffix}", 10)
+                for suffix, msgtype in OUTPUT_TOPICS.items()}
+            self.diag_pub = self.create_publisher(_msg_class(DIAGNOSTIC_ARRAY), "/diagnostics", 10)
+            self.voices = None
+            if opt["publish_voices"]:
+                from .hri import RclpyHriPublisher
+
+                self.voices = RclpyHriPublisher(self, params["array_frame"])
+
+            # --- inputs -------------------------------------------------------------------
+            latched = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
+                                 reliability=QoSReliabilityPolicy.RELIABLE,
+                                 durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+            audio_qos = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
+                                   reliability=QoSReliabilityPolicy.RELIABLE)
+            self.create_subscription(_msg_class(m.AUDIO_INFO), INPUT_AUDIO_INFO,
+                                     self._raw_cb("audio_info", m.AUDIO_INFO, self.logic.on_audio_info),
+                                     latched, raw=True)
+            self.create_subscription(_msg_class(m.AUDIO_STAMPED), INPUT_AUDIO,
+                                     self._raw_cb("audio", m.AUDIO_STAMPED, self._on_audio),
+                                     audio_qos, raw=True)
+            from message_filters import ApproximateTimeSynchronizer, Subscriber
+
+            self._serialize = serialize_message
+            self.image_sub = Subscriber(self, _msg_class(m.IMAGE), INPUT_IMAGE,
+                                        qos_profile=qos_profile_sensor_data)
+            self.info_sub = Subscriber(self, _msg_class(m.CAMERA_INFO), INPUT_CAMERA_INFO,
+                                       qos_profile=qos_profile_sensor_data)
+            self.sync = ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
+                                                    queue_size=SYNC_QUEUE, slop=SYNC_SLOP_S)
+            self.sync.registerCallback(self._on_image_pair)
+            self.image_sub.registerCallback(lambda _msg: self.reporter.count("image"))
+            self._paired = 0
+
+            # --- frames from TF -----------------------------------------------------------
+            from tf2_ros import Buffer, TransformListener
+
+            self.tf_buffer = Buffer()
+            self.tf_listener = TransformListener(self.tf_buffer, self)
+            self._tf_key = None
+            self.create_timer(0.5, self._poll_tf)
+
+            self.create_timer(float(opt["diagnostics_period_s"]), self._publish_diagnostics)
+            log.info(f"{NODE_NAME} ready: array frame {params['array_frame']}, camera frame "
+                     f"{params['camera_frame']}, DoA {params['doa.method']}")
+
+        # --- inputs -----------------------------------------------------------------------
+        def _raw_cb(self, name: str, msgtype: str, fn):
+            def cb(data: bytes):
+                self.reporter.count(name)
+                try:
+                    msg = decode(data, msgtype)
+                except ValueError:
+                    self.reporter.count(f"drop.malformed_message.{name}")
+                    return
+                try:
+                    fn(msg)
+                except Exception as exc:  # bad input never kills the node
+                    self.reporter.count(f"drop.callback_error.{name}")
+                    self.get_logger().warning(f"{name}: {type(exc).__name__}: {exc}",
+                                              throttle_duration_sec=5.0)
+            return cb
+
+        def _on_audio(self, msg) -> None:
+            self._publish(self.logic.on_audio(msg))
+
+        def _on_image_pair(self, image, camera_info) -> None:
+            self._paired += 1
+            try:
+                img = decode(self._serialize(image), m.IMAGE)
+                info = decode(self._serialize(camera_info), m.CAMERA_INFO)
+                self._publish(self.logic.on_image(img, info))
+            except Exception as exc:
+                self.reporter.count("drop.callback_error.image")
+                self.get_logger().warning(f"image: {type(exc).__name__}: {exc}",
+                                          throttle_duration_sec=5.0)
+
+        def _poll_tf(self) -> None:
+            from rclpy.time import Time
+
+            try:
+                ts = self.tf_buffer.lookup_transform(self.params["array_frame"],
+                                                     self.params["camera_frame"], Time())
+            except Exception:  # not (yet) available: the pipeline runs audio-only
+                return
+            t, q = ts.transform.translation, ts.transform.rotation
+            key = (t.x, t.y, t.z, q.x, q.y, q.z, q.w)
+            if key == self._tf_key:
+                return
+            self._tf_key = key
+            tf_msg = m.TYPESTORE.types[m.TF_MESSAGE](
+                transforms=[decode(self._serialize(ts), m.TRANSFORM_STAMPED)])
+            self.logic.on_tf_static(tf_msg)
+
+        # --- outputs ----------------------------------------------------------------------
+        def _publish(self, outputs) -> None:
+            for suffix, msg in outputs:
+                pub = self.out_pubs.get(suffix)
+                if pub is not None:
+                    pub.publish(encode(msg, OUTPUT_TOPICS[suffix]))
+                if suffix == "speaker_markers" and self.voices is not None:
+                    self.voices.publish(msg)
+
+        def _publish_diagnostics(self) -> None:
+            images = self.reporter.events.get("image", 0)
+            unpaired = images - self._paired - SYNC_QUEUE
+            if unpaired > self.reporter.events.get("drop.image_without_matching_camera_info", 0):
+                self.reporter.events["drop.image_without_matching_camera_info"] = unpaired
+            diag = self.reporter.build(self.logic.diagnostics(), self.get_clock().now().nanoseconds)
+            self.diag_pub.publish(encode(diag, DIAGNOSTIC_ARRAY))
+
+    return LocalizerNode
+
+
+def main(args=None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    logging.basicConfig(level=logging.INFO)
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = make_node_class()()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ValueError as exc:  # invalid parameters: refuse to start, say why
+        logging.getLogger(NODE_NAME).error(f"invalid configuration: {exc}")
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

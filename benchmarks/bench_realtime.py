@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Real-time factor of the whole audio path, per core, with the timing of each stage.
+
+The audio path is what the node runs for every DoA step: ring-buffer push of each chunk,
+window slicing, VAD, STFT + SRP-PHAT, peak picking and tracking. Pinned to one thread, the
+real-time factor is audio seconds processed per wall second ("per core").
+
+    python benchmarks/bench_realtime.py --seconds 60
+"""
+import os
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from av_localization_ros.core.params import defaults  # noqa: E402
+from av_localization_ros.core.stream import StreamingLocalizer  # noqa: E402
+from av_localization_ros.sim.scenarios import make_scenario  # noqa: E402
+from av_localization_ros.sim.scene import simulate_scene  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--chunk-ms", type=float, default=20.0)
+    args = ap.parse_args()
+    rec = simulate_scene(make_scenario("moving3", 1))
+    fs = rec.sample_rate
+    reps = int(np.ceil(args.seconds * fs / rec.audio.shape[1]))
+    audio = np.tile(rec.audio, (1, reps))[:, : int(args.seconds * fs)]
+    params = defaults()
+    params["heatmap.enabled"] = False
+    results = {}
+    for rate in (10.0, 30.0):
+        params["doa.rate_hz"] = rate
+        loc = StreamingLocalizer(params)
+        loc.on_audio_info(audio.shape[0], fs, "F32LE")
+        chunk = int(args.chunk_ms * fs / 1000)
+        t0 = time.perf_counter()
+        n_out = 0
+        for k in range(0, audio.shape[1] - chunk + 1, chunk):
+            stamp = rec.start_ns + (k * 1_000_000_000) // fs
+            n_out += len(loc.on_audio(audio[:, k:k + chunk], stamp))
+        wall = time.perf_counter() - t0
+        results[rate] = (wall, n_out, loc.latency_s)
+        print(f"DoA rate {rate:4.0f} Hz: {args.seconds:.0f} s of {audio.shape[0]}-ch {fs} Hz audio "
+              f"in {wall:.3f} s -> real-time factor {args.seconds / wall:7.1f}x per core "
+              f"({n_out} steps, {1e3 * wall / max(n_out, 1):.3f} ms/step incl. buffering)")
+        for stage, values in loc.latency_s.items():
+            v = 1e3 * np.asarray(values)
+            print(f"    {stage:8s} mean {v.mean():.3f} ms  p50 {np.percentile(v, 50):.3f} ms  "
+                  f"p99 {np.percentile(v, 99):.3f} ms")
+    target = 100.0
+    rtf = args.seconds / results[10.0][0]
+    print(f"target >= {target:.0f}x at 10 Hz: {'PASS' if rtf >= target else 'FAIL'} ({rtf:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

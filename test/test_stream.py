@@ -1,0 +1,130 @@
+"""StreamingLocalizer: scheduling, data stamps and bad input on a physically simulated stream."""
+import numpy as np
+import pyroomacoustics as pra
+import pytest
+
+from av_localization_ros.core.geometry import MicArray
+from av_localization_ros.core.params import defaults
+from av_localization_ros.core.stream import StreamingLocalizer
+from av_localization_ros.core.types import ImageFrame
+
+FS = 16000
+T0 = 1_700_000_000_000_000_000
+AZ_DEG = 60.0
+
+
+@pytest.fixture(scope="module")
+def scene_audio():
+    """4-mic ReSpeaker array in a reverberant room, a talker-like source at 60 deg, 2 m."""
+    rng = np.random.default_rng(0)
+    room_dim = [6.0, 5.0, 3.0]
+    absorption, max_order = pra.inverse_sabine(0.3, room_dim)
+    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(absorption), max_order=min(max_order, 10))
+    centre = np.array([2.5, 2.0, 1.2])
+    mics = MicArray.from_preset("respeaker_usb_4mic_v2").positions + centre
+    room.add_microphone_array(mics.T)
+    src = centre + 2.0 * np.array([np.cos(np.deg2rad(AZ_DEG)), np.sin(np.deg2rad(AZ_DEG)), 0.0])
+    # speech-like: noise bursts shaped by a 4 Hz syllable envelope
+    t = np.arange(int(3.0 * FS)) / FS
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
+    room.add_source(src, signal=rng.standard_normal(t.size) * envelope)
+    room.simulate()
+    audio = room.mic_array.signals[:, : t.size].astype(np.float32)
+    audio += 0.01 * rng.standard_normal(audio.shape).astype(np.float32) * np.std(audio)
+    return audio / np.abs(audio).max() * 0.5
+
+
+def feed(loc, audio, chunk=320, stamp_fn=None):
+    outs = []
+    for k in range(0, audio.shape[1] - chunk + 1, chunk):
+        stamp = T0 + (k * 1_000_000_000) // FS if stamp_fn is None else stamp_fn(k)
+        outs += loc.on_audio(audio[:, k:k + chunk], stamp)
+    return outs
+
+
+def params(**over):
+    p = defaults()
+    p["heatmap.enabled"] = False
+    p.update(over)
+    return p
+
+
+def test_audio_only_rate_stamps_and_direction(scene_audio):
+    loc = StreamingLocalizer(params())
+    assert loc.on_audio_info(4, FS, "S16LE")
+    outs = feed(loc, scene_audio)
+    # 10 Hz in audio time: first window ends 0.256 s after the first sample, then every 0.1 s
+    stamps = np.array([o.stamp_ns for o in outs])
+    assert len(outs) == pytest.approx((3.0 - 0.256) / 0.1, abs=2)
+    assert np.all(np.diff(stamps) == 100_000_000)
+    assert stamps[0] == T0 + 256_000_000
+    for o in outs:  # each stamp is the end of the window it came from
+        assert o.stamp_ns == o.doa.stamp_ns
+    tracked = [t for o in outs[10:] for t in o.tracks]
+    assert tracked, "no track confirmed"
+    err = np.abs((np.rad2deg([t.azimuth for t in tracked]) - AZ_DEG + 180) % 360 - 180)
+    assert np.median(err) < 5.0
+
+
+def test_image_driven_steps_use_image_stamps(scene_audio):
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    img = np.full((48, 64, 3), 90, np.uint8)
+    image_stamps = [T0 + int(0.5e9) + i * 66_666_667 for i in range(20)]
+    outs = []
+    for s in image_stamps:  # images arrive before the audio that covers them
+        outs += loc.on_image(ImageFrame(img, s))
+    outs += feed(loc, scene_audio)
+    image_outs = [o for o in outs if o.image is not None]
+    assert [o.stamp_ns for o in image_outs] == image_stamps
+    # while the camera drives, no audio-only ticks are interleaved
+    assert not [o for o in outs if o.image is None and image_stamps[0] < o.stamp_ns < image_stamps[-1]]
+
+
+def test_channel_and_rate_mismatch_are_counted(scene_audio):
+    loc = StreamingLocalizer(params())
+    assert not loc.on_audio_info(6, FS, "S16LE")
+    assert loc.drops["channel_mismatch"] == 1
+    assert feed(loc, scene_audio[:, :3200]) == []
+    assert loc.drops["audio_before_info"] == 10
+    loc = StreamingLocalizer(params(sample_rate=16000))
+    assert not loc.on_audio_info(4, 48000, "S16LE")
+    assert loc.drops["sample_rate_mismatch"] == 1
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    assert loc.on_audio(scene_audio[:2, :320], T0) == []
+    assert loc.drops["channel_mismatch"] == 1
+
+
+def test_nan_gap_and_backwards_stamps_are_counted_not_crashing(scene_audio):
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    audio = scene_audio.copy()
+    audio[:, FS:FS + 2000] = np.nan  # 125 ms of NaN
+    outs = feed(loc, audio)
+    d = loc.diagnostics()
+    assert d["audio.nonfinite_samples"] == 2000  # sample instants with any non-finite channel
+    assert d["drop.audio_window_invalid"] >= 1
+    assert all(np.all(np.isfinite(o.doa.doa_map)) for o in outs)
+    # gap of 100 ms in the middle and one chunk stamped backwards
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+
+    def stamp(k):
+        s = T0 + (k * 1_000_000_000) // FS
+        return s + (100_000_000 if k >= FS else 0)
+
+    outs = feed(loc, scene_audio, stamp_fn=stamp)
+    last = stamp(scene_audio.shape[1] // 320 * 320 - 320)
+    loc.on_audio(scene_audio[:, :320], last - 10_000_000)  # 10 ms before the previous chunk
+    d = loc.diagnostics()
+    assert d["audio.gaps"] == 1 and d["audio.drop_backwards_stamp"] == 1
+    assert len(outs) > 20
+
+
+def test_bad_images_are_dropped(scene_audio):
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    assert loc.on_image(ImageFrame(np.zeros((48, 64), np.uint8), T0 + 1)) == []
+    assert loc.on_image(ImageFrame(np.zeros((0, 0, 3), np.uint8), T0 + 2)) == []
+    assert loc.drops["bad_image"] == 2
