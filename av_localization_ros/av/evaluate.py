@@ -132,13 +132,17 @@ def main(argv=None):
     ap.add_argument("--out", help="write the JSON here too (input of export --metrics)")
     ap.add_argument("--sim", nargs="*", metavar="KIND",
                     help="with --onnx: evaluate on simulator scenarios (static1 overlap2 ...) "
-                         "for seeds 0..--sim-seeds-1, every 3rd frame")
+                         "for seeds --sim-seed0..--sim-seed0+--sim-seeds-1, every 3rd frame")
     ap.add_argument("--sim-seeds", type=int, default=2)
+    ap.add_argument("--sim-seed0", type=int, default=0,
+                    help="first seed (the fine-tuning used demo 100-109 and overlap2 / moving3 "
+                         "1000-1023: evaluate demo on 0-2, the others on >= 10000)")
     a = ap.parse_args(argv)
     if a.sim:
         from ..sim.scenarios import make_scenario
         from .data import SimSceneAV
-        ds = SimSceneAV([make_scenario(k, s) for k in a.sim for s in range(a.sim_seeds)],
+        ds = SimSceneAV([make_scenario(k, s) for k in a.sim
+                         for s in range(a.sim_seed0, a.sim_seed0 + a.sim_seeds)],
                         every_n_frames=3)
         res = evaluate_runtime(a.onnx, dataset=ds)
     elif a.checkpoint:

@@ -39,8 +39,9 @@ Estimators
 
   (each bin normalised to its maximum before summing, as in NormMUSIC, so that a few loud
   bins cannot dominate).
-* :class:`DoaEstimator` -- what the pipeline runs; see its docstring for the method (SRP-PHAT
-  with per time-frequency cell direct-path weighting) and why.
+* :class:`DoaEstimator` -- what the pipeline runs: onset- and SNR-weighted time-frequency
+  cells, recursive smoothing over windows, then SRP-PHAT or diffuse-whitened MUSIC; see its
+  docstring for the maths and why.
 * :func:`find_peaks` -- 2-D local maxima with azimuth wrap-around, greedy non-maximum
   suppression by great-circle distance.
 """

@@ -44,6 +44,8 @@ class Pipeline:
         self.doa = DoaEstimator(self.mic_array, self.params)
         self.vad = make_vad(self.params)
         self.vad_threshold = float(self.params["vad.threshold"])
+        self.min_detection_confidence = float(self.params["tracker.min_detection_confidence"])
+        self.secondary_min_confidence = float(self.params["tracker.secondary_min_confidence"])
         self.tracker = SpeakerTracker(self.params)
         self.heatmap_runner = heatmap_runner
         self.window_samples = int(round(float(self.params["audio.window_s"]) * self.sample_rate))
@@ -85,7 +87,10 @@ class Pipeline:
         doa_map, peaks = self.doa.estimate(window)
         t2 = time.perf_counter()
         stamp = image.stamp_ns if image is not None else window.end_stamp_ns
-        detections = [Detection(p.azimuth, p.elevation, p.confidence) for p in peaks] if voice else []
+        detections = [Detection(p.azimuth, p.elevation, p.confidence)
+                      for i, p in enumerate(peaks)
+                      if p.confidence >= (self.min_detection_confidence if i == 0
+                                          else self.secondary_min_confidence)] if voice else []
         tracks = self.tracker.update(stamp, detections, voice_active=voice)
         t3 = time.perf_counter()
         timings.update(vad=t1 - t0, doa=t2 - t1, tracker=t3 - t2)
