@@ -6,7 +6,7 @@ import yaml
 from av_localization_ros.core import params as P
 from av_localization_ros.core.camera import (R_BODY_OPTICAL, CalibrationError, CameraGeometry,
                                              matrix_to_quaternion, quaternion_to_matrix)
-from av_localization_ros.core.geometry import PRESETS, GeometryError, MicArray
+from av_localization_ros.core.geometry import GeometryError, MicArray
 from av_localization_ros.core.types import angular_distance, direction_vector, vector_to_azel
 
 

@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from av_localization_ros.bag.reader import read_bag

@@ -22,7 +22,7 @@ import numpy as np
 from .audio_buffer import AudioInputError, AudioRingBuffer
 from .camera import CameraGeometry
 from .pipeline import InputError, Pipeline
-from .types import NS_PER_S, AudioWindow, ImageFrame, PipelineOutput
+from .types import NS_PER_S, ImageFrame, PipelineOutput
 
 log = logging.getLogger(__name__)
 

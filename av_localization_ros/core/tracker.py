@@ -97,6 +97,7 @@ caller passes a partial dict): ``birth_min_confidence`` (0.5), ``max_gate_deg``
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from typing import Sequence
@@ -117,18 +118,32 @@ _RESUME_SIGMAS = 2.0  # within the hold, a dormant track takes a detection this 
 _INFEASIBLE = 1e9
 
 
+def _wrap(a: float) -> float:
+    """Scalar angle wrapped to [-pi, pi) (math, not numpy: this runs per track per frame)."""
+    return a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
+
+
 def cv_model(dt: float, dt_coast: float, tau: float, q: float, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """``F`` and ``Q`` of the (damped while coasting) constant-velocity model, state [pos, vel].
 
     ``dt_coast`` (<= dt) is the part of ``dt`` during which the velocity decays with time
-    constant ``tau``; see the module docstring.
+    constant ``tau``; see the module docstring. Frames come at a fixed rate, so the matrices
+    are cached (read-only) by their rounded arguments.
     """
     dt_coast = min(max(dt_coast, 0.0), dt)
+    return _cv_model_cached(round(dt, 9), round(dt_coast, 9), tau, q, dim)
+
+
+@functools.lru_cache(maxsize=256)
+def _cv_model_cached(dt: float, dt_coast: float, tau: float, q: float,
+                     dim: int) -> tuple[np.ndarray, np.ndarray]:
     a = math.exp(-dt_coast / tau) if tau > 0 else 0.0
     b = (dt - dt_coast) + tau * (1.0 - a)
     eye = np.eye(dim)
     F = np.block([[eye, b * eye], [np.zeros((dim, dim)), a * eye]])
     Q = q * np.block([[dt ** 3 / 3.0 * eye, dt ** 2 / 2.0 * eye], [dt ** 2 / 2.0 * eye, dt * eye]])
+    F.flags.writeable = False
+    Q.flags.writeable = False
     return F, Q
 
 
@@ -171,22 +186,23 @@ class AngularCVFilter:
         c = max(math.cos(self.x[1]), _MIN_COS_EL)
         T = np.diag([1.0 / c, 1.0, 1.0 / c, 1.0])
         self.x = F @ self.x
-        self.x[0] = wrap_angle(self.x[0])
+        self.x[0] = _wrap(self.x[0])
         self.x[1] = min(max(self.x[1], -0.5 * math.pi), 0.5 * math.pi)
         self.P = F @ self.P @ F.T + T @ Q @ T
         self.P = 0.5 * (self.P + self.P.T)
 
     def innovation(self, azimuth: float, elevation: float) -> np.ndarray:
-        return np.array([float(wrap_angle(azimuth - self.x[0])), elevation - self.x[1]])
+        return np.array([_wrap(azimuth - self.x[0]), elevation - self.x[1]])
 
     def tangent_jacobian(self) -> np.ndarray:
         return np.diag([max(math.cos(self.x[1]), _MIN_COS_EL), 1.0])
 
     def angular_std(self) -> float:
         """Largest standard deviation (rad) of the direction on the sphere (tangent plane)."""
-        J = self.tangent_jacobian()
-        C = J @ self.P[:2, :2] @ J
-        return float(math.sqrt(max(np.linalg.eigvalsh(C)[-1], 0.0)))
+        c = max(math.cos(self.x[1]), _MIN_COS_EL)
+        a, b, d = c * c * self.P[0, 0], c * self.P[0, 1], self.P[1, 1]  # J P J, J = diag(c, 1)
+        largest = 0.5 * (a + d) + math.sqrt(0.25 * (a - d) ** 2 + b * b)  # 2x2 eigenvalue
+        return math.sqrt(max(largest, 0.0))
 
     def cost(self, azimuth: float, elevation: float, R: np.ndarray) -> float:
         """Negative log-likelihood (up to a constant) of the detection, in the tangent plane."""
@@ -197,7 +213,7 @@ class AngularCVFilter:
 
     def update(self, azimuth: float, elevation: float, R: np.ndarray) -> None:
         self.x, self.P = _joseph_update(self.x, self.P, self.innovation(azimuth, elevation), self.H, R)
-        self.x[0] = wrap_angle(self.x[0])
+        self.x[0] = _wrap(self.x[0])
         self.x[1] = min(max(self.x[1], -0.5 * math.pi), 0.5 * math.pi)
 
 

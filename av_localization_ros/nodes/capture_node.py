@@ -9,7 +9,6 @@ TRANSIENT_LOCAL, so a localizer started later still gets it), plus ``/diagnostic
 """
 from __future__ import annotations
 
-import logging
 import threading
 
 from ..bag import messages as m
@@ -17,6 +16,7 @@ from .capture import (CAPTURE_PARAMETERS, AudioCapture, ChunkSequencer, capture_
                       chunk_msg, config_from_params, info_msg)
 from .cdr import encode
 from .diagnostics import DIAGNOSTIC_ARRAY
+from .rclpy_main import spin_node
 
 NODE_NAME = "av_capture"
 
@@ -81,24 +81,7 @@ def make_node_class():
 
 
 def main(args=None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = make_node_class()()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:  # bad parameters or no such device: say why, exit non-zero
-        logging.getLogger(NODE_NAME).error(f"cannot start capture: {exc}")
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(make_node_class, NODE_NAME, args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..bag import messages as m
-from ..core.camera import CalibrationError, CameraGeometry
+from ..core.camera import CalibrationError
 from ..core.stream import StreamingLocalizer
 from ..core.types import ImageFrame, PipelineOutput
 from ..evaluation.plots import overlay_frame

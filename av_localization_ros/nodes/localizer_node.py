@@ -22,7 +22,6 @@ bytes) to the same decoder the DDS shell uses, and outputs are published as seri
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ..bag import messages as m
@@ -31,6 +30,7 @@ from .cdr import decode, encode
 from .diagnostics import DIAGNOSTIC_ARRAY, DiagnosticsReporter
 from .localizer_logic import heatmap_runner_from_params
 from .localizer_logic import OUTPUT_TOPICS, LocalizerLogic
+from .rclpy_main import spin_node
 
 NODE_NAME = "av_localizer"
 INPUT_IMAGE = "camera/image_raw"
@@ -237,25 +237,7 @@ def make_node_class():
 
 
 def main(args=None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    logging.basicConfig(level=logging.INFO)
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = make_node_class()()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:  # invalid parameters: refuse to start, say why
-        logging.getLogger(NODE_NAME).error(f"invalid configuration: {exc}")
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(make_node_class, NODE_NAME, args)
 
 
 if __name__ == "__main__":
