@@ -39,3 +39,27 @@ def test_tiny_run_and_resume(tmp_path, capsys):
     assert m.cfg.input_size == (64, 64)
     with pytest.raises(ValueError, match="unknown config keys"):
         T.TrainConfig.load(None, ["nope=1"])
+
+
+def test_sim_finetune_targets_and_losses():
+    """Box cells, mirroring, and the sim losses prefer a map peaked on the active talker."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from av_localization_ros.av.sim_finetune import box_cells, mirror_boxes, sim_losses
+    act_b = np.array([[0.8, 0.2, 0.9, 0.5]], np.float32)
+    ina_b = np.array([[0.1, 0.2, 0.2, 0.5]], np.float32)
+    act, ina = box_cells(act_b), box_cells(ina_b)
+    assert act.shape == (10, 10) and act[3, 8] == 1.0 and act[:, :8].sum() == 0
+    assert np.allclose(box_cells(mirror_boxes(act_b)), act[:, ::-1])
+    assert mirror_boxes(np.zeros((0, 4), np.float32)).shape == (0, 4)
+    a = F.normalize(torch.randn(1, 8), dim=1)
+    good = torch.zeros(1, 8, 10, 10) - a[:, :, None, None]
+    good[:, :, 2:5, 8] = a[:, :, None]
+    bad = torch.zeros(1, 8, 10, 10) - a[:, :, None, None]
+    bad[:, :, 2:5, 1] = a[:, :, None]  # peak on the inactive talker
+    A, Ina = torch.from_numpy(act)[None], torch.from_numpy(ina)[None]
+    lg, sg = sim_losses(good, a, A, Ina, 0.03)
+    lb, sb = sim_losses(bad, a, A, Ina, 0.03)
+    assert lg < lb and sg < sb

@@ -1,6 +1,7 @@
 """Fine-tune the heatmap head + audio encoder on a mix of the synthetic set and simulator scenes.
 
-    python -m av_localization_ros.av.sim_finetune --init models/av_model.pt --out out/av_simft
+    python -m av_localization_ros.av.sim_finetune --set init=out/av_train/latest.pt \
+        out=out/av_simft2 steps=600 batch_syn=32 lr=3e-4 sup_weight=1.0 w_inactive=4.0
 
 Why: the contrastive (EZ-VSL) loss alone cannot teach *which* talker is speaking in a sim frame:
 every sim audio window is speech, so other sim frames are no negatives. The simulator gives the
@@ -54,7 +55,8 @@ def training_scenes(n_demo=10, n_moving=24, n_overlap=12):
     from ..sim.speech import default_speech_dir
     sd = default_speech_dir()
     dirs = (None, str(sd)) if sd is not None else (None,)
-    plan = [("demo", list(range(100, 100 + n_demo))), ("moving3", list(range(1000, 1000 + n_moving))),
+    plan = [("demo", list(range(100, 100 + n_demo))),
+            ("moving3", list(range(1000, 1000 + n_moving))),
             ("overlap2", list(range(1000, 1000 + n_overlap)))]
     for k, seeds in plan:
         assert not set(seeds) & set(EVAL_SEEDS[k]), "training seeds overlap the evaluation seeds"
@@ -75,6 +77,13 @@ def all_visible_boxes(rec, j):
         if b[2] > b[0] and b[3] > b[1]:
             (act if sp.active else ina).append(b)
     return np.asarray(act, np.float32).reshape(-1, 4), np.asarray(ina, np.float32).reshape(-1, 4)
+
+
+def mirror_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Normalised boxes of the left-right mirrored image."""
+    if not len(boxes):
+        return boxes
+    return np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
 
 
 def box_cells(boxes, hw=(10, 10)) -> np.ndarray:
@@ -106,8 +115,8 @@ def precompute_sim(model, scenes, every_n, flip: bool, cache: Path, sounding_onl
         mel = torch.from_numpy(log_mel(s["audio"]))[None]
         variants = [(s["image"], a, b)]
         if flip:
-            fl = lambda bx: np.stack([1 - bx[:, 2], bx[:, 1], 1 - bx[:, 0], bx[:, 3]], 1) if len(bx) else bx
-            variants.append((np.ascontiguousarray(s["image"][:, ::-1]), fl(a), fl(b)))
+            variants.append((np.ascontiguousarray(s["image"][:, ::-1]), mirror_boxes(a),
+                             mirror_boxes(b)))
         for im, aa, bb in variants:
             imgs.append(image_tensor(im, size))
             mels.append(mel)
@@ -140,7 +149,7 @@ def sim_losses(vmap, aemb, act, ina, tau, cfg_w_ina: float = 2.0):
 
 @dataclasses.dataclass
 class FTConfig:
-    init: str = "models/av_model.pt"
+    init: str = "out/av_train/latest.pt"  # stage-1 checkpoint (train_default.yaml)
     out: str = "out/av_simft"
     syn_cache: str = "out/av_train/features_878da15d5da1.pt"
     steps: int = 600
@@ -197,12 +206,12 @@ def finetune(cfg: FTConfig):
         opt.step()
         sched.step()
         if step % 50 == 0 or step == cfg.steps - 1:
-            print(f"step {step} loss {loss.item():.3f} syn {l_syn.item():.3f} box {l_box.item():.3f} "
+            print(f"step {step} loss {loss.item():.3f} syn {l_syn.item():.3f} "
+                  f"box {l_box.item():.3f} "
                   f"sup {l_sup.item():.3f} ({time.time() - t1:.0f} s)", flush=True)
     train_s = time.time() - t1
     model.eval()
     ck = out / "latest.pt"
-    from .model import ModelConfig  # noqa: F401
     torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(model.cfg),
                 "config": dataclasses.asdict(cfg), "epoch": 0, "train_s": train_s}, ck)
     print(f"trained {cfg.steps} steps in {train_s:.0f} s -> {ck}")
