@@ -52,6 +52,8 @@ class AudioRingBuffer:
         self.capacity = int(round(capacity_s * sample_rate))
         self._data = np.zeros((self.n_channels, self.capacity), dtype=np.float32)
         self._valid = np.zeros(self.capacity, dtype=bool)
+        self._all_valid = np.ones(min(self.capacity, 1 << 16), dtype=bool)  # read-only "all valid"
+        self._all_valid.setflags(write=False)
         self.max_jitter_ns = int(max_jitter_s * NS_PER_S)
         self.max_gap_fill = int(round(max_gap_fill_s * sample_rate))
         self.reset_backwards_ns = int(reset_backwards_s * NS_PER_S)
@@ -134,10 +136,15 @@ class AudioRingBuffer:
             self.counts["drop_empty_chunk"] += 1
             return PushResult("empty", 0)
         samples = samples.astype(np.float32, copy=False)
-        valid = np.isfinite(samples).all(axis=0)
-        if not valid.all():
-            self.counts["nonfinite_samples"] += int((~valid).sum())
-            samples = np.where(np.isfinite(samples), samples, 0.0).astype(np.float32)
+        # Fast path: a float64 sum of float32 samples cannot overflow, so it is finite exactly
+        # when every sample is (NaN/Inf propagate); only then is the per-sample check skipped.
+        if np.isfinite(samples.sum(dtype=np.float64)):
+            valid = self._all_valid[:n] if n <= self._all_valid.size else np.ones(n, dtype=bool)
+        else:
+            valid = np.isfinite(samples).all(axis=0)
+            if not valid.all():
+                self.counts["nonfinite_samples"] += int((~valid).sum())
+                samples = np.where(np.isfinite(samples), samples, 0.0).astype(np.float32)
         stamp_ns = int(stamp_ns)
         status = "ok"
         if self._anchor_ns is None:
@@ -195,9 +202,17 @@ class AudioRingBuffer:
         k0 = self.index_of(start_ns)
         if k0 < self.oldest_index or k0 + n_samples > self._next:
             return None
-        idx = np.arange(k0, k0 + n_samples) % self.capacity
-        window = AudioWindow(self._data[:, idx], self.time_of(k0), self.sample_rate)
-        return window, float(self._valid[idx].mean())
+        start = k0 % self.capacity
+        if start + n_samples <= self.capacity:
+            # The span does not wrap: a plain slice copy (a fancy-index gather is ~5x slower).
+            # A copy, not a view: later pushes overwrite the ring while callers hold the window.
+            data = self._data[:, start:start + n_samples].copy()
+            valid = self._valid[start:start + n_samples]
+        else:
+            idx = np.arange(k0, k0 + n_samples) % self.capacity
+            data, valid = self._data[:, idx], self._valid[idx]
+        window = AudioWindow(data, self.time_of(k0), self.sample_rate)
+        return window, (np.count_nonzero(valid) / n_samples if n_samples else float("nan"))
 
     def window_centered(self, center_ns: int, n_samples: int) -> tuple[AudioWindow, float] | None:
         half_ns = (n_samples * NS_PER_S) // (2 * self.sample_rate)

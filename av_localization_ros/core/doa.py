@@ -47,13 +47,14 @@ Estimators
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as _sfft
 
 from .geometry import SPEED_OF_SOUND_M_S, MicArray
-from .stft import hann_periodic, n_frames
+from .stft import n_frames, window_spectra
 from .types import AudioWindow, DoaPeak
 
 _TWO_PI = 2.0 * np.pi
@@ -294,10 +295,9 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
     if m.size != n_el * n_az or max_sources <= 0:
         return []
     m = m.reshape(n_el, n_az)
-    if not np.all(np.isfinite(m)):
-        return []
     lo, hi = float(m.min()), float(m.max())
-    if not hi > lo:
+    # min/max propagate NaN and reach +-Inf, so finite extremes mean a finite map
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
         return []
     rel = (m - lo) / (hi - lo)
     wraps = grid.azimuth_wraps
@@ -368,14 +368,19 @@ MIN_FRAME_POWER = 1e-13  # mean |X|^2 per bin below this = digital silence (abou
 
 
 def _orthonormalise(Z: np.ndarray) -> np.ndarray:
-    """Gram-Schmidt on the columns of each ``(M, K)`` matrix of ``Z (F, M, K)``."""
+    """Modified Gram-Schmidt on the columns of each ``(M, K)`` matrix of ``Z (F, M, K)``.
+
+    Inner products and norms are einsums (on the float32 (re, im) view for the norms): at
+    these sizes the number of numpy calls, not the arithmetic, sets the cost."""
+    tiny = np.finfo(np.float32).tiny
     cols = []
     for k in range(Z.shape[2]):
         v = Z[:, :, k]
         for q in cols:
-            v = v - np.sum(np.conj(q) * v, axis=1, keepdims=True) * q
-        n = np.sqrt(np.sum(v.real ** 2 + v.imag ** 2, axis=1, keepdims=True))
-        cols.append(v / np.maximum(n, np.finfo(np.float32).tiny))
+            v = v - np.einsum("fm,fm->f", np.conj(q), v)[:, None] * q  # v -= (q^H v) q
+        vr = np.ascontiguousarray(v).view(np.float32)
+        n = np.sqrt(np.einsum("fm,fm->f", vr, vr))  # ||v||
+        cols.append(v / np.maximum(n, tiny)[:, None])
     return np.stack(cols, axis=2)
 
 
@@ -405,7 +410,7 @@ class DoaEstimator:
         signal subspace. ``|b|^2`` and ``||Q^H b||^2`` are quadratic forms
         ``a^H S a = tr S + 2 sum_{i<j} Re{S_ij exp(+j 2 pi f tau_ij(u))}`` evaluated with the
         same precomputed real steering matrix as SRP: one batched product per window.
-    ``srp_phat`` (fastest, ~0.4 ms; good for one talker in moderate rooms)
+    ``srp_phat`` (fastest, ~0.3 ms with the STFT; good for one talker in moderate rooms)
         SRP-PHAT (module docstring) over the weighted, smoothed PHAT cross-spectra
         ``Psi_ij(f) = sum_windows a^age sum_t w[f, t] X_i X_j^* / |X_i X_j^*|``: one product of
         ``[Re Psi, Im Psi]`` with the steering matrix.
@@ -470,6 +475,8 @@ class DoaEstimator:
             raise ValueError(f"no STFT bin in doa.freq_min_hz..doa.freq_max_hz = {lo}..{hi} Hz "
                              f"at {fs} Hz, nfft {self.nfft}")
         self._bins = bins
+        # the band is a contiguous run of bins: slicing the spectra avoids a gather + copy
+        self._band = slice(int(bins[0]), int(bins[-1]) + 1)
         self.freqs = freqs[bins]
         tau = _pair_tdoas(self.mic_array.positions, self.grid, self.c)  # (P, G)
         phase = _TWO_PI * self.freqs[:, None, None] * tau[None, :, :]  # (F, P, G)
@@ -492,6 +499,7 @@ class DoaEstimator:
         # |L^-1 a(u)|^2 = a^H Gamma^-1 a = tr(Gamma^-1) + 2 sum_{i<j} Gamma^-1_ij cos(2 pi f tau_ij)
         self._anorm = (np.trace(gi, axis1=1, axis2=2)[:, None]
                        + 2.0 * (v @ self._W)[:, 0, :]).astype(np.float32)  # (F, G)
+        self._anorm_floor = np.float32(1e-6) * self._anorm  # floor of d_f(u) in _music
         self.reset()
 
     def reset(self) -> None:
@@ -502,8 +510,12 @@ class DoaEstimator:
         self._last_stamp = None
 
     # -- main entry ----------------------------------------------------------------------
-    def estimate(self, window: AudioWindow) -> tuple[np.ndarray, list[DoaPeak]]:
-        """DoA map ``(n_el, n_az)`` float32 in ``[0, 1]`` and its peaks, strongest first."""
+    def estimate(self, window: AudioWindow,
+                 spectra: np.ndarray | None = None) -> tuple[np.ndarray, list[DoaPeak]]:
+        """DoA map ``(n_el, n_az)`` float32 in ``[0, 1]`` and its peaks, strongest first.
+
+        ``spectra``: ``stft.window_spectra(window, audio.nfft, audio.hop)`` when the caller
+        already computed them (the Pipeline shares one STFT between the VAD and this)."""
         x = np.asarray(window.samples)
         if x.ndim != 2 or x.shape[0] != self.mic_array.n_mics:
             raise ValueError(f"expected ({self.mic_array.n_mics}, n) samples, got {x.shape}")
@@ -512,17 +524,20 @@ class DoaEstimator:
         empty = np.zeros(self.grid.shape, dtype=np.float32)
         if n_frames(x.shape[1], self.nfft, self.hop) < 2:
             return empty, []
-        X = self._spectra(x)  # (M, T, F) band-limited
+        if spectra is None or spectra.shape[-1] != self.nfft // 2 + 1:
+            spectra = window_spectra(window, self.nfft, self.hop)
+        X = spectra[:, :, self._band]  # (M, T, F) band-limited, a read-only view
         w, dt = self._weights(X, int(window.stamp_ns))
         decay = float(np.exp(-dt / self.smoothing_s)) if (self.smoothing_s > 0 and dt > 0) else 0.0
         if self.method == "music":
             raw = self._music(X, w, decay)
         else:
             raw = self._srp(X, w, decay)
-        if raw is None or not np.all(np.isfinite(raw)):
+        if raw is None:
             return empty, []
         lo, hi = float(raw.min()), float(raw.max())
-        if not hi > lo:
+        # min/max propagate NaN and reach +-Inf, so finite extremes mean a finite map
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
             return empty, []
         doa_map = ((raw - lo) / (hi - lo)).astype(np.float32).reshape(self.grid.shape)
         peaks = find_peaks(doa_map, self.grid, self.max_sources, self.min_separation,
@@ -530,16 +545,6 @@ class DoaEstimator:
         return doa_map, peaks
 
     # -- pieces --------------------------------------------------------------------------
-    def _spectra(self, x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32, copy=False)
-        m, n = x.shape
-        t = n_frames(n, self.nfft, self.hop)
-        frames = np.lib.stride_tricks.as_strided(
-            x, shape=(m, t, self.nfft), strides=(x.strides[0], self.hop * x.strides[1], x.strides[1]),
-            writeable=False)
-        spec = _sfft.rfft(frames * hann_periodic(self.nfft), axis=-1)
-        return spec[:, :, self._bins].astype(np.complex64, copy=False)
-
     def _weights(self, X: np.ndarray, stamp_ns: int) -> tuple[np.ndarray, float]:
         """Cell weights ``(T, F)`` (onset x SNR) and the time since the previous window."""
         last = self._last_stamp
@@ -551,14 +556,21 @@ class DoaEstimator:
                 self._noise = None
             dt = 0.0
         self._last_stamp = stamp_ns
-        pw = np.mean(X.real ** 2 + X.imag ** 2, axis=0)  # (T, F)
+        # mean over mics of |X|^2, on the (re, im) float32 view: one square, one channel sum,
+        # then the re/im pairs (the band slice keeps the last axis contiguous)
+        sq = X.view(np.float32) if X.strides[-1] == X.itemsize else \
+            np.ascontiguousarray(X).view(np.float32)
+        sq = np.square(sq).sum(axis=0)  # (T, 2F)
+        pw = sq[:, 0::2] + sq[:, 1::2]
+        pw *= np.float32(1.0 / X.shape[0])  # (T, F)
         floor = np.float32(1e-20)
         # Frames of digital silence (zero-filled gaps) carry no information and must not pull
         # the noise floor to zero: they get weight 0 and stay out of the minimum.
         valid = pw.mean(axis=1) > MIN_FRAME_POWER  # (T,)
-        if valid.any():
+        all_valid = bool(valid.all())  # the usual case: no masking needed below
+        if all_valid or valid.any():
             # per-bin noise floor: minimum statistics with a bounded rise rate
-            wmin = pw[valid].min(axis=0) * np.float32(NOISE_MIN_BIAS) + floor
+            wmin = (pw if all_valid else pw[valid]).min(axis=0) * np.float32(NOISE_MIN_BIAS) + floor
             if self._noise is None:
                 self._noise = wmin
             else:
@@ -566,16 +578,25 @@ class DoaEstimator:
                 self._noise = np.minimum(self._noise * rise, wmin)
         if self._noise is None:
             return np.zeros_like(pw), dt
-        snr = np.maximum(pw / self._noise - 1.0, 0.0)
-        w = np.sqrt(snr) if SNR_EXPONENT == 0.5 else snr ** SNR_EXPONENT
+        # in place from here: one (T, F) buffer for the SNR weight, one for the onset weight
+        w = pw / self._noise
+        w -= 1.0
+        np.maximum(w, 0.0, out=w)
+        if SNR_EXPONENT == 0.5:
+            np.sqrt(w, out=w)
+        else:
+            w **= SNR_EXPONENT
         lp = np.log10(pw + floor)
-        rise_db = 10.0 * (lp[1:] - lp[:-1])
         onset = np.empty_like(pw)
         onset[0] = 0.0
-        np.clip(rise_db, 0.0, ONSET_MAX_DB, out=onset[1:])
-        onset[1:] *= (valid[1:] & valid[:-1])[:, None]
-        onset[~valid] = 0.0
-        return (w * onset).astype(np.float32, copy=False), dt
+        rise_db = np.subtract(lp[1:], lp[:-1], out=onset[1:])
+        rise_db *= 10.0
+        np.clip(rise_db, 0.0, ONSET_MAX_DB, out=rise_db)
+        if not all_valid:
+            onset[1:] *= (valid[1:] & valid[:-1])[:, None]
+            onset[~valid] = 0.0
+        w *= onset
+        return w.astype(np.float32, copy=False), dt
 
     def _srp(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray:
         C = X[self._pi] * np.conj(X[self._pj])  # (P, T, F)
@@ -590,27 +611,36 @@ class DoaEstimator:
     def _music(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray | None:
         m = X.shape[0]
         k = self.n_sources
-        Y = self._Linv @ (X * np.sqrt(w)[None]).transpose(2, 0, 1)  # whitened (F, M, T)
+        f, t = X.shape[2], X.shape[1]
+        # weighted cells written straight into the contiguous (F, M, T) layout the batched
+        # products want (a transposed view would be copied by each matmul)
+        Xw = np.empty((f, m, t), dtype=np.complex64)
+        np.multiply(X.transpose(2, 0, 1), np.sqrt(w).T[:, None, :], out=Xw)
+        Y = self._Linv @ Xw  # whitened (F, M, T)
         R = Y @ np.conj(Y.transpose(0, 2, 1))  # whitened covariance L^-1 R L^-H (F, M, M)
         if self._acc is not None and decay > 0.0:
             R += np.complex64(decay) * self._acc
         else:
             self._Q = None
         self._acc = R
-        diag = np.arange(m)
-        tr = R[:, diag, diag].real.sum(axis=1)
+        tr = np.trace(R, axis1=1, axis2=2).real
         scale = float(tr.max()) if tr.size else 0.0
         if not scale > 0.0:
             return None
-        Rl = R.copy()
-        Rl[:, diag, diag] += np.float32(1e-6 * scale / m)
+        load = np.float32(1e-6 * scale / m)  # diagonal loading: Rl = R + load I
         if self._Q is None:
+            Rl = R.copy()
+            diag = np.arange(m)
+            Rl[:, diag, diag] += load
             lam, vecs = np.linalg.eigh(Rl)
             Q = np.ascontiguousarray(vecs[:, :, m - k:], dtype=np.complex64)
             lam_sig = lam[:, m - k:].sum(axis=1)
         else:  # one orthogonal (subspace) iteration from the previous window's subspace
-            Z = Rl @ self._Q
-            lam_sig = np.sum((np.conj(self._Q) * Z).real, axis=(1, 2))  # Rayleigh quotients
+            Q0 = self._Q
+            Z = R @ Q0
+            Z += load * Q0  # Rl Q without forming Rl
+            zr = Z.view(np.float32)  # Re{Q^H Z} summed = sum of re*re + im*im pairs
+            lam_sig = np.einsum("fij,fij->f", Q0.view(np.float32), zr)  # Rayleigh quotients
             Q = _orthonormalise(Z)
         self._Q = Q
         ratio = np.maximum(lam_sig, 0.0) / (np.maximum(tr - lam_sig, 0.0) + 1e-9 * scale)
@@ -619,12 +649,13 @@ class DoaEstimator:
         B = self._LinvH @ Q  # (F, M, K)
         S = B @ np.conj(B.transpose(0, 2, 1))
         sp = S[:, self._pi, self._pj]
-        v = np.concatenate([sp.real, sp.imag], axis=1)[:, None, :]
-        tr_s = S[:, diag, diag].real.sum(axis=1)
+        # the factor -2 goes on the (F, 2P) pair vector, not on the (F, G) product
+        v = np.concatenate([sp.real, sp.imag], axis=1)[:, None, :] * np.float32(-2.0)
+        tr_s = np.trace(S, axis1=1, axis2=2).real
         d = (v @ self._W)[:, 0, :]
-        d *= np.float32(-2.0)
-        d += self._anorm - tr_s[:, None]  # (F, G) = a^H L^-H P_n L^-1 a
-        np.maximum(d, 1e-6 * self._anorm, out=d)
-        p = self._anorm / d
-        p /= p.max(axis=1, keepdims=True)
-        return wf @ p
+        d += self._anorm
+        d -= tr_s[:, None]  # (F, G) = a^H L^-H P_n L^-1 a
+        np.maximum(d, self._anorm_floor, out=d)
+        p = np.divide(self._anorm, d, out=d)
+        # sum_f wf p_f / max_u p_f, with the per-bin normalisation folded into the weights
+        return (wf / p.max(axis=1)) @ p

@@ -20,6 +20,7 @@ from .camera import CameraGeometry
 from .doa import DoaEstimator
 from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
+from .stft import window_spectra
 from .tracker import SpeakerTracker
 from .types import AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
 from .vad import make_vad
@@ -81,10 +82,11 @@ class Pipeline:
         self.validate(window)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        voice_p = float(self.vad.probability(window))
+        spectra = window_spectra(window, self.doa.nfft, self.doa.hop)  # one STFT, shared
+        voice_p = float(self.vad.probability(window, spectra))
         voice = voice_p >= self.vad_threshold
         t1 = time.perf_counter()
-        doa_map, peaks = self.doa.estimate(window)
+        doa_map, peaks = self.doa.estimate(window, spectra)
         t2 = time.perf_counter()
         stamp = image.stamp_ns if image is not None else window.end_stamp_ns
         detections = [Detection(p.azimuth, p.elevation, p.confidence)

@@ -66,3 +66,26 @@ def stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     spec = _sfft.rfft(frames * hann_periodic(nfft), n=nfft, axis=-1)  # (M, T, F)
     out = np.ascontiguousarray(spec.transpose(0, 2, 1), dtype=np.complex64)
     return out[0] if squeeze else out
+
+
+def window_spectra(window, nfft: int, hop: int) -> np.ndarray:
+    """``stft(window.samples, nfft, hop)`` transposed to ``(M, T, nfft // 2 + 1)`` complex64,
+    of an :class:`~.types.AudioWindow`. Read-only: callers slice it. The Pipeline computes it
+    once per step and hands it to the VAD and the DoA estimator.
+    """
+    x = np.asarray(window.samples)
+    if x.ndim == 1:
+        x = x[None]
+    x = x.astype(np.float32, copy=False)
+    m, n = x.shape
+    t = n_frames(n, nfft, hop)
+    if t == 0:
+        spec = np.zeros((m, 0, nfft // 2 + 1), dtype=np.complex64)
+    else:
+        frames = np.lib.stride_tricks.as_strided(
+            x, shape=(m, t, nfft), strides=(x.strides[0], hop * x.strides[1], x.strides[1]),
+            writeable=False)
+        spec = _sfft.rfft(frames * hann_periodic(nfft), n=nfft, axis=-1)  # float32 -> complex64
+    spec.setflags(write=False)
+    return spec
+

@@ -105,7 +105,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .types import NS_PER_S, Detection, TrackState, angular_distance, wrap_angle
+from .types import NS_PER_S, Detection, TrackState, wrap_angle
 
 _DEG = math.pi / 180.0
 _MIN_COS_EL = math.cos(85.0 * _DEG)
@@ -121,6 +121,22 @@ _INFEASIBLE = 1e9
 def _wrap(a: float) -> float:
     """Scalar angle wrapped to [-pi, pi) (math, not numpy: this runs per track per frame)."""
     return a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
+
+
+def _angdist(az1: float, el1: float, az2: float, el2: float) -> float:
+    """Great-circle angle between two directions (``types.angular_distance`` for Python
+    floats: math, not numpy, since it runs per track pair per frame)."""
+    c = (math.sin(el1) * math.sin(el2)
+         + math.cos(el1) * math.cos(el2) * math.cos(az1 - az2))
+    return math.acos(min(max(c, -1.0), 1.0))
+
+
+def _inv2(a: float, b: float, d: float) -> tuple[float, float, float, float] | None:
+    """``(det, i00, i01, i11)`` of the symmetric 2x2 ``[[a, b], [b, d]]``, None if singular."""
+    det = a * d - b * b
+    if not det != 0.0 or not math.isfinite(det):
+        return None
+    return det, d / det, -b / det, a / det
 
 
 def cv_model(dt: float, dt_coast: float, tau: float, q: float, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +163,21 @@ def _cv_model_cached(dt: float, dt_coast: float, tau: float, q: float,
     return F, Q
 
 
+_EYE4 = np.eye(4)
+
+
 def _joseph_update(x, P, nu, H, R):
+    if H.shape == (2, 4):  # the angular filter: invert the 2x2 innovation covariance directly
+        S = P[:2, :2] + R  # H P H^T with H = [I 0]
+        inv = _inv2(S[0, 0], 0.5 * (S[0, 1] + S[1, 0]), S[1, 1])
+        if inv is not None:
+            _, i00, i01, i11 = inv
+            K = P[:, :2] @ np.array([[i00, i01], [i01, i11]])  # P H^T S^-1
+            x = x + K @ nu
+            A = _EYE4.copy()
+            A[:, :2] -= K  # I - K H
+            P = A @ P @ A.T + K @ R @ K.T
+            return x, 0.5 * (P + P.T)
     S = H @ P @ H.T + R
     K = np.linalg.solve(S, H @ P).T  # P H^T S^-1 (S, P symmetric)
     x = x + K @ nu
@@ -178,17 +208,17 @@ class AngularCVFilter:
     def measurement_cov(elevation: float, meas_std: float, confidence: float) -> np.ndarray:
         c = max(math.cos(elevation), _MIN_COS_EL)
         w = min(max(confidence, 0.25), 1.0)
-        return np.diag([(meas_std / c) ** 2, meas_std ** 2]) / w
+        return np.array([[(meas_std / c) ** 2 / w, 0.0], [0.0, meas_std ** 2 / w]])
 
     def predict(self, F: np.ndarray, Q: np.ndarray) -> None:
         """``Q`` is the process noise on the sphere; its azimuth rows/columns are scaled by
         ``1 / cos(el)`` (the same angular acceleration is a larger azimuth acceleration)."""
         c = max(math.cos(self.x[1]), _MIN_COS_EL)
-        T = np.diag([1.0 / c, 1.0, 1.0 / c, 1.0])
+        t = np.array([1.0 / c, 1.0, 1.0 / c, 1.0])
         self.x = F @ self.x
         self.x[0] = _wrap(self.x[0])
         self.x[1] = min(max(self.x[1], -0.5 * math.pi), 0.5 * math.pi)
-        self.P = F @ self.P @ F.T + T @ Q @ T
+        self.P = F @ self.P @ F.T + Q * (t[:, None] * t[None, :])  # T Q T, T = diag(t)
         self.P = 0.5 * (self.P + self.P.T)
 
     def innovation(self, azimuth: float, elevation: float) -> np.ndarray:
@@ -206,10 +236,23 @@ class AngularCVFilter:
 
     def cost(self, azimuth: float, elevation: float, R: np.ndarray) -> float:
         """Negative log-likelihood (up to a constant) of the detection, in the tangent plane."""
-        J = self.tangent_jacobian()
-        nu = J @ self.innovation(azimuth, elevation)
-        S = J @ (self.P[:2, :2] + R) @ J
-        return float(nu @ np.linalg.solve(S, nu) + np.linalg.slogdet(S)[1])
+        # closed form for the 2x2 S = J (P_pos + R) J, J = diag(c, 1) (no numpy per pair)
+        x0, x1 = float(self.x[0]), float(self.x[1])
+        c = max(math.cos(x1), _MIN_COS_EL)
+        n0 = c * _wrap(azimuth - x0)
+        n1 = elevation - x1
+        P = self.P
+        s00 = c * c * (float(P[0, 0]) + float(R[0, 0]))
+        s01 = c * (float(P[0, 1]) + float(R[0, 1]))
+        s11 = float(P[1, 1]) + float(R[1, 1])
+        inv = _inv2(s00, s01, s11)
+        if inv is None or inv[0] <= 0.0:  # degenerate: the general path
+            J = self.tangent_jacobian()
+            nu = J @ self.innovation(azimuth, elevation)
+            S = J @ (self.P[:2, :2] + R) @ J
+            return float(nu @ np.linalg.solve(S, nu) + np.linalg.slogdet(S)[1])
+        det, i00, i01, i11 = inv
+        return i00 * n0 * n0 + 2.0 * i01 * n0 * n1 + i11 * n1 * n1 + math.log(det)
 
     def update(self, azimuth: float, elevation: float, R: np.ndarray) -> None:
         self.x, self.P = _joseph_update(self.x, self.P, self.innovation(azimuth, elevation), self.H, R)
@@ -438,17 +481,22 @@ class SpeakerTracker:
         """
         if not tracks or not free:
             return [], []
-        az = np.array([dets[j].azimuth for j in free])
-        el = np.array([dets[j].elevation for j in free])
+        az = [dets[j].azimuth for j in free]
+        el = [dets[j].elevation for j in free]
         cost = np.full((len(tracks), len(free)), _INFEASIBLE)
         for i, t in enumerate(tracks):
-            dist = angular_distance(t.angular.azimuth, t.angular.elevation, az, el)
+            t_az, t_el = t.angular.azimuth, t.angular.elevation
             gate = self._gate(t)
             for k, j in enumerate(free):
-                if dist[k] <= gate:
+                if _angdist(t_az, t_el, az[k], el[k]) <= gate:
                     R = AngularCVFilter.measurement_cov(el[k], self.meas_std, dets[j].confidence)
                     cost[i, k] = t.angular.cost(az[k], el[k], R)
-        rows, cols = linear_sum_assignment(cost)
+        if cost.shape[0] == 1:  # one track: the optimal assignment is its cheapest detection
+            rows, cols = [0], [int(np.argmin(cost[0]))]
+        elif cost.shape[1] == 1:
+            rows, cols = [int(np.argmin(cost[:, 0]))], [0]
+        else:
+            rows, cols = linear_sum_assignment(cost)
         pairs = {int(r): int(c) for r, c in zip(rows, cols) if cost[r, c] < _INFEASIBLE}
         out = []
         for r, c in pairs.items():
@@ -502,8 +550,8 @@ class SpeakerTracker:
         ``birth_window`` frames, so clutter in its gate cannot drag it away while its talker is
         silent; the detections held meanwhile are applied on waking."""
         if det is not None and (track.misses < _DORMANT_MISSES or (
-                not track.settled and angular_distance(track.angular.azimuth, track.angular.elevation,
-                                                       det.azimuth, det.elevation) <= self.resume_dist)):
+                not track.settled and _angdist(track.angular.azimuth, track.angular.elevation,
+                                              det.azimuth, det.elevation) <= self.resume_dist)):
             self._correct(track, det, stamp_ns, weight)
             return
         track.pending = [(k, d) for k, d in track.pending if self._frame - k < self.birth_window]
@@ -554,7 +602,7 @@ class SpeakerTracker:
         for d in sorted(dets, key=lambda d: -d.confidence):
             if d.confidence < self.birth_min_conf:
                 continue
-            if any(angular_distance(t.angular.azimuth, t.angular.elevation, d.azimuth, d.elevation)
+            if any(_angdist(t.angular.azimuth, t.angular.elevation, d.azimuth, d.elevation)
                    < self.duplicate_dist for t in self._tracks):
                 continue
             track = _Track(d, stamp_ns, self.meas_std, self.birth_window, True)
@@ -572,8 +620,8 @@ class SpeakerTracker:
         keep = []
         for t in self._tracks:
             if not t.confirmed and any(
-                    angular_distance(t.angular.azimuth, t.angular.elevation,
-                                     c.angular.azimuth, c.angular.elevation) < self.duplicate_dist
+                    _angdist(t.angular.azimuth, t.angular.elevation,
+                             c.angular.azimuth, c.angular.elevation) < self.duplicate_dist
                     for c in confirmed):
                 self.diagnostics["duplicates_pruned"] += 1
                 continue

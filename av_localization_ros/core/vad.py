@@ -26,7 +26,7 @@ from fractions import Fraction
 import numpy as np
 import scipy.fft as _sfft
 
-from .stft import hann_periodic, n_frames
+from .stft import hann_periodic, n_frames, window_spectra
 from .types import NS_PER_S, AudioWindow
 
 MAX_GAP_S = 2.0
@@ -41,6 +41,18 @@ def _check_gap(last_end_ns: int | None, window: AudioWindow) -> tuple[bool, floa
     if dt < -1e-3 or window.stamp_ns - last_end_ns > MAX_GAP_S * NS_PER_S:
         return True, 0.0
     return False, max(dt, 0.0)
+
+
+def _percentile_75(v: np.ndarray) -> float:
+    """``np.percentile(v, 75)`` (linear interpolation between order statistics) of a short
+    non-empty vector, without numpy's generic quantile machinery (~40 us a call)."""
+    s = sorted(v.tolist())
+    pos = 0.75 * (len(s) - 1)
+    i = int(pos)
+    frac = pos - i
+    if frac == 0.0 or i + 1 >= len(s):
+        return float(s[i])
+    return float(s[i] + (s[i + 1] - s[i]) * frac)
 
 
 class EnergyVad:
@@ -66,29 +78,47 @@ class EnergyVad:
         self._floor = None  # noise floor of the band energy per frame
         self._last_end = None
 
-    def _band_energy(self, window: AudioWindow) -> np.ndarray:
+    def _band_energy(self, window: AudioWindow, spectra: np.ndarray | None) -> np.ndarray:
         fs = int(window.sample_rate)
         if fs != self._fs:
             f = np.arange(self.nfft // 2 + 1) * fs / self.nfft
-            self._bins = np.flatnonzero((f >= self.BAND_HZ[0]) & (f <= min(self.BAND_HZ[1], fs / 2)))
+            bins = np.flatnonzero((f >= self.BAND_HZ[0]) & (f <= min(self.BAND_HZ[1], fs / 2)))
+            # the band is a contiguous run of bins: slice rather than gather
+            self._bins = slice(int(bins[0]), int(bins[-1]) + 1) if bins.size else slice(0, 0)
             self._fs = fs
-        x = np.asarray(window.samples, dtype=np.float32)
-        x = x.mean(axis=0) if x.ndim == 2 else x
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        t = n_frames(x.size, self.nfft, self.hop)
-        if t == 0:
-            return np.zeros(0)
-        frames = np.lib.stride_tricks.as_strided(
-            x, shape=(t, self.nfft), strides=(self.hop * x.strides[0], x.strides[0]), writeable=False)
-        spec = _sfft.rfft(frames * hann_periodic(self.nfft), axis=-1)[:, self._bins]
-        return np.mean(spec.real ** 2 + spec.imag ** 2, axis=1).astype(np.float64)
+        x = np.asarray(window.samples)
+        if x.ndim == 2:
+            # The STFT is linear, so the channel mean's spectrum is the mean of the channels'
+            # spectra; the Pipeline computes them once and shares them with the DoA estimator.
+            if spectra is None or spectra.shape[-1] != self.nfft // 2 + 1:
+                spectra = window_spectra(window, self.nfft, self.hop)
+            spec = spectra[:, :, self._bins].sum(axis=0)
+            spec *= np.float32(1.0 / x.shape[0])  # channel mean (sum + scale: faster)
+            if spec.shape[0] == 0:
+                return np.zeros(0)
+        else:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            t = n_frames(x.size, self.nfft, self.hop)
+            if t == 0:
+                return np.zeros(0)
+            frames = np.lib.stride_tricks.as_strided(
+                x, shape=(t, self.nfft), strides=(self.hop * x.strides[0], x.strides[0]),
+                writeable=False)
+            spec = _sfft.rfft(frames * hann_periodic(self.nfft), axis=-1)[:, self._bins]
+        if spec.shape[1] == 0:
+            return np.full(spec.shape[0], np.nan)  # no bin in the band (as the mean of an empty band)
+        # |X|^2 summed over the band as one reduction over the (re, im) float32 view
+        re_im = np.ascontiguousarray(spec).view(np.float32)
+        return np.einsum("ij,ij->i", re_im, re_im, dtype=np.float64) / spec.shape[1]
 
-    def probability(self, window: AudioWindow) -> float:
+    def probability(self, window: AudioWindow, spectra: np.ndarray | None = None) -> float:
+        """Voice probability of ``window``; ``spectra`` = ``stft.window_spectra(window, nfft,
+        hop)`` when the caller already has them."""
         reset, dt = _check_gap(self._last_end, window)
         if reset:
             self._floor = None
         self._last_end = window.end_stamp_ns
-        e = self._band_energy(window)
+        e = self._band_energy(window, spectra)
         e = e[e > self.MIN_POWER]
         if e.size == 0:
             return 0.0
@@ -98,7 +128,7 @@ class EnergyVad:
         else:
             self._floor = min(self._floor * 10.0 ** (self.FLOOR_RISE_DB_S * dt / 10.0), low)
         n_recent = max(2, int(round(self.RECENT_S * self._fs / self.hop)))
-        level = float(np.percentile(e[-n_recent:], 75))
+        level = _percentile_75(e[-n_recent:])
         snr_db = 10.0 * np.log10(level / self._floor)
         return float(1.0 / (1.0 + np.exp(-(snr_db - self.SNR_MID_DB) / self.SNR_SLOPE_DB)))
 
@@ -143,7 +173,8 @@ class SileroVad:
         self._model = model
         model.reset_states()
 
-    def probability(self, window: AudioWindow) -> float:
+    def probability(self, window: AudioWindow, spectra: np.ndarray | None = None) -> float:
+        """``spectra`` is accepted for interface parity and unused (the network takes samples)."""
         if self._model is None:
             self._load()
         reset, _ = _check_gap(self._last_end, window)
