@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +22,6 @@ def _simulate(scenario: str, seed: int, out: Path, storage: str, sample_format: 
     cfg = make_scenario(scenario, seed, speech_dir=speech_dir)
     recording = simulate_scene(cfg)
     if out.exists():
-        import shutil
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_scene_bag(recording, out, storage=storage, sample_format=sample_format)

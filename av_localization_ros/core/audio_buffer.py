@@ -52,8 +52,6 @@ class AudioRingBuffer:
         self.capacity = int(round(capacity_s * sample_rate))
         self._data = np.zeros((self.n_channels, self.capacity), dtype=np.float32)
         self._valid = np.zeros(self.capacity, dtype=bool)
-        self._all_valid = np.ones(min(self.capacity, 1 << 16), dtype=bool)  # read-only "all valid"
-        self._all_valid.setflags(write=False)
         self.max_jitter_ns = int(max_jitter_s * NS_PER_S)
         self.max_gap_fill = int(round(max_gap_fill_s * sample_rate))
         self.reset_backwards_ns = int(reset_backwards_s * NS_PER_S)
@@ -139,7 +137,7 @@ class AudioRingBuffer:
         # Fast path: a float64 sum of float32 samples cannot overflow, so it is finite exactly
         # when every sample is (NaN/Inf propagate); only then is the per-sample check skipped.
         if np.isfinite(samples.sum(dtype=np.float64)):
-            valid = self._all_valid[:n] if n <= self._all_valid.size else np.ones(n, dtype=bool)
+            valid = np.ones(n, dtype=bool)
         else:
             valid = np.isfinite(samples).all(axis=0)
             if not valid.all():

@@ -45,7 +45,6 @@ class Pipeline:
         self.doa = DoaEstimator(self.mic_array, self.params)
         self.vad = make_vad(self.params)
         self.vad_threshold = float(self.params["vad.threshold"])
-        self.min_detection_confidence = float(self.params["tracker.min_detection_confidence"])
         self.secondary_min_confidence = float(self.params["tracker.secondary_min_confidence"])
         self.tracker = SpeakerTracker(self.params)
         self.heatmap_runner = heatmap_runner
@@ -89,11 +88,8 @@ class Pipeline:
         doa_map, peaks = self.doa.estimate(window, spectra)
         t2 = time.perf_counter()
         stamp = image.stamp_ns if image is not None else window.end_stamp_ns
-        detections = [Detection(p.azimuth, p.elevation, p.confidence)
-                      for i, p in enumerate(peaks)
-                      if p.confidence >= (self.min_detection_confidence if i == 0
-                                          else self.secondary_min_confidence)] if voice else []
-        tracks = self.tracker.update(stamp, detections, voice_active=voice)
+        tracks = self.tracker.update(stamp, self._detections(peaks) if voice else [],
+                                     voice_active=voice)
         t3 = time.perf_counter()
         timings.update(vad=t1 - t0, doa=t2 - t1, tracker=t3 - t2)
         doa = DoaFrame(stamp_ns=stamp, doa_map=doa_map, azimuths=self.doa.grid.azimuths,
@@ -104,6 +100,12 @@ class Pipeline:
         if image is not None:
             self._image_stage(out, image, av_window)
         return out
+
+    def _detections(self, peaks) -> list[Detection]:
+        """What the tracker sees: the strongest peak, and further peaks only when nearly as
+        strong (reverberant side peaks outnumber real second talkers)."""
+        return [Detection(p.azimuth, p.elevation, p.confidence) for i, p in enumerate(peaks)
+                if i == 0 or p.confidence >= self.secondary_min_confidence]
 
     def _image_stage(self, out: PipelineOutput, image: ImageFrame,
                      av_window: AudioWindow | None) -> None:

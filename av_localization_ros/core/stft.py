@@ -36,56 +36,45 @@ def stft_freqs(nfft: int, fs: float) -> np.ndarray:
     return np.arange(nfft // 2 + 1) * (float(fs) / nfft)
 
 
+def _frame_spectra(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
+    """``(M, T, nfft // 2 + 1)`` complex64 spectra of the frames of ``x`` ``(M, N)``."""
+    nfft = int(nfft)
+    hop = int(hop)
+    if nfft <= 0 or hop <= 0:
+        raise ValueError(f"nfft and hop must be positive, got {nfft}, {hop}")
+    if x.ndim != 2:
+        raise ValueError(f"x must be (n_channels, n_samples), got shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    m, n = x.shape
+    t = n_frames(n, nfft, hop)
+    if t == 0:
+        return np.zeros((m, 0, nfft // 2 + 1), dtype=np.complex64)
+    # (M, T, nfft) strided view of the frames; no copy until the window multiply.
+    frames = np.lib.stride_tricks.as_strided(
+        x, shape=(m, t, nfft), strides=(x.strides[0], hop * x.strides[1], x.strides[1]),
+        writeable=False)
+    return _sfft.rfft(frames * hann_periodic(nfft), n=nfft, axis=-1)  # float32 -> complex64
+
+
 def stft(x: np.ndarray, nfft: int, hop: int) -> np.ndarray:
     """STFT of ``x`` ``(M, N)`` (or ``(N,)``) -> ``(M, nfft // 2 + 1, T)`` complex64.
 
     Periodic Hann window, frames fully inside the signal (``T`` may be 0). A 1-D input gives
     ``(F, T)``.
     """
-    nfft = int(nfft)
-    hop = int(hop)
-    if nfft <= 0 or hop <= 0:
-        raise ValueError(f"nfft and hop must be positive, got {nfft}, {hop}")
     x = np.asarray(x)
     squeeze = x.ndim == 1
-    if squeeze:
-        x = x[None]
-    if x.ndim != 2:
-        raise ValueError(f"x must be (n_channels, n_samples), got shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
-    m, n = x.shape
-    t = n_frames(n, nfft, hop)
-    f = nfft // 2 + 1
-    if t == 0:
-        out = np.zeros((m, f, 0), dtype=np.complex64)
-        return out[0] if squeeze else out
-    # (M, T, nfft) strided view of the frames; no copy until the window multiply.
-    frames = np.lib.stride_tricks.as_strided(
-        x, shape=(m, t, nfft), strides=(x.strides[0], hop * x.strides[1], x.strides[1]),
-        writeable=False)
-    spec = _sfft.rfft(frames * hann_periodic(nfft), n=nfft, axis=-1)  # (M, T, F)
+    spec = _frame_spectra(x[None] if squeeze else x, nfft, hop)
     out = np.ascontiguousarray(spec.transpose(0, 2, 1), dtype=np.complex64)
     return out[0] if squeeze else out
 
 
 def window_spectra(window, nfft: int, hop: int) -> np.ndarray:
-    """``stft(window.samples, nfft, hop)`` transposed to ``(M, T, nfft // 2 + 1)`` complex64,
-    of an :class:`~.types.AudioWindow`. Read-only: callers slice it. The Pipeline computes it
-    once per step and hands it to the VAD and the DoA estimator.
+    """Frame spectra ``(M, T, nfft // 2 + 1)`` complex64 of an :class:`~.types.AudioWindow`
+    (1-D samples count as one channel): the layout the VAD and the DoA estimator read. The
+    Pipeline computes it once per step and hands it to both. Read-only: callers slice it.
     """
     x = np.asarray(window.samples)
-    if x.ndim == 1:
-        x = x[None]
-    x = x.astype(np.float32, copy=False)
-    m, n = x.shape
-    t = n_frames(n, nfft, hop)
-    if t == 0:
-        spec = np.zeros((m, 0, nfft // 2 + 1), dtype=np.complex64)
-    else:
-        frames = np.lib.stride_tricks.as_strided(
-            x, shape=(m, t, nfft), strides=(x.strides[0], hop * x.strides[1], x.strides[1]),
-            writeable=False)
-        spec = _sfft.rfft(frames * hann_periodic(nfft), n=nfft, axis=-1)  # float32 -> complex64
+    spec = _frame_spectra(x[None] if x.ndim == 1 else x, nfft, hop)
     spec.setflags(write=False)
     return spec
-

@@ -200,6 +200,13 @@ class StreamingLocalizer:
             self._warned.add(reason)
             log.warning("%s: %s", reason, message)
 
+    @property
+    def data_stamp_ns(self) -> int:
+        """Newest data time seen (end of the buffered audio or the last image stamp; 0 before
+        any data). Diagnostics are stamped with it, so they share the data's clock."""
+        audio = self.buffer.end_stamp_ns if self.buffer is not None and self.buffer.started else 0
+        return max(audio or 0, self._last_image_ns or 0)
+
     def diagnostics(self) -> dict[str, Any]:
         d: dict[str, Any] = {f"drop.{k}": v for k, v in sorted(self.drops.items())}
         if self.buffer is not None:

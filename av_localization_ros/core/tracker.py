@@ -163,23 +163,12 @@ def _cv_model_cached(dt: float, dt_coast: float, tau: float, q: float,
     return F, Q
 
 
-_EYE4 = np.eye(4)
-
-
-def _joseph_update(x, P, nu, H, R):
-    if H.shape == (2, 4):  # the angular filter: invert the 2x2 innovation covariance directly
-        S = P[:2, :2] + R  # H P H^T with H = [I 0]
-        inv = _inv2(S[0, 0], 0.5 * (S[0, 1] + S[1, 0]), S[1, 1])
-        if inv is not None:
-            _, i00, i01, i11 = inv
-            K = P[:, :2] @ np.array([[i00, i01], [i01, i11]])  # P H^T S^-1
-            x = x + K @ nu
-            A = _EYE4.copy()
-            A[:, :2] -= K  # I - K H
-            P = A @ P @ A.T + K @ R @ K.T
-            return x, 0.5 * (P + P.T)
-    S = H @ P @ H.T + R
-    K = np.linalg.solve(S, H @ P).T  # P H^T S^-1 (S, P symmetric)
+def _joseph_update(x, P, nu, H, R, S_inv=None):
+    """Kalman update in Joseph form; ``S_inv`` = (H P H^T + R)^-1 when the caller has it."""
+    if S_inv is None:
+        K = np.linalg.solve(H @ P @ H.T + R, H @ P).T  # P H^T S^-1 (S, P symmetric)
+    else:
+        K = P @ H.T @ S_inv
     x = x + K @ nu
     A = np.eye(len(x)) - K @ H
     P = A @ P @ A.T + K @ R @ K.T
@@ -224,9 +213,6 @@ class AngularCVFilter:
     def innovation(self, azimuth: float, elevation: float) -> np.ndarray:
         return np.array([_wrap(azimuth - self.x[0]), elevation - self.x[1]])
 
-    def tangent_jacobian(self) -> np.ndarray:
-        return np.diag([max(math.cos(self.x[1]), _MIN_COS_EL), 1.0])
-
     def angular_std(self) -> float:
         """Largest standard deviation (rad) of the direction on the sphere (tangent plane)."""
         c = max(math.cos(self.x[1]), _MIN_COS_EL)
@@ -246,16 +232,18 @@ class AngularCVFilter:
         s01 = c * (float(P[0, 1]) + float(R[0, 1]))
         s11 = float(P[1, 1]) + float(R[1, 1])
         inv = _inv2(s00, s01, s11)
-        if inv is None or inv[0] <= 0.0:  # degenerate: the general path
-            J = self.tangent_jacobian()
-            nu = J @ self.innovation(azimuth, elevation)
-            S = J @ (self.P[:2, :2] + R) @ J
-            return float(nu @ np.linalg.solve(S, nu) + np.linalg.slogdet(S)[1])
+        if inv is None or inv[0] <= 0.0:  # degenerate covariance: cannot associate
+            return _INFEASIBLE
         det, i00, i01, i11 = inv
         return i00 * n0 * n0 + 2.0 * i01 * n0 * n1 + i11 * n1 * n1 + math.log(det)
 
     def update(self, azimuth: float, elevation: float, R: np.ndarray) -> None:
-        self.x, self.P = _joseph_update(self.x, self.P, self.innovation(azimuth, elevation), self.H, R)
+        # H = [I 0], so S = P_pos + R is 2x2 and inverted in closed form
+        S = self.P[:2, :2] + R
+        inv = _inv2(S[0, 0], 0.5 * (S[0, 1] + S[1, 0]), S[1, 1])
+        S_inv = None if inv is None else np.array([[inv[1], inv[2]], [inv[2], inv[3]]])
+        self.x, self.P = _joseph_update(self.x, self.P, self.innovation(azimuth, elevation),
+                                        self.H, R, S_inv)
         self.x[0] = _wrap(self.x[0])
         self.x[1] = min(max(self.x[1], -0.5 * math.pi), 0.5 * math.pi)
 

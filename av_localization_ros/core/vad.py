@@ -24,9 +24,8 @@ import warnings
 from fractions import Fraction
 
 import numpy as np
-import scipy.fft as _sfft
 
-from .stft import hann_periodic, n_frames, window_spectra
+from .stft import window_spectra
 from .types import NS_PER_S, AudioWindow
 
 MAX_GAP_S = 2.0
@@ -86,25 +85,14 @@ class EnergyVad:
             # the band is a contiguous run of bins: slice rather than gather
             self._bins = slice(int(bins[0]), int(bins[-1]) + 1) if bins.size else slice(0, 0)
             self._fs = fs
-        x = np.asarray(window.samples)
-        if x.ndim == 2:
-            # The STFT is linear, so the channel mean's spectrum is the mean of the channels'
-            # spectra; the Pipeline computes them once and shares them with the DoA estimator.
-            if spectra is None or spectra.shape[-1] != self.nfft // 2 + 1:
-                spectra = window_spectra(window, self.nfft, self.hop)
-            spec = spectra[:, :, self._bins].sum(axis=0)
-            spec *= np.float32(1.0 / x.shape[0])  # channel mean (sum + scale: faster)
-            if spec.shape[0] == 0:
-                return np.zeros(0)
-        else:
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            t = n_frames(x.size, self.nfft, self.hop)
-            if t == 0:
-                return np.zeros(0)
-            frames = np.lib.stride_tricks.as_strided(
-                x, shape=(t, self.nfft), strides=(self.hop * x.strides[0], x.strides[0]),
-                writeable=False)
-            spec = _sfft.rfft(frames * hann_periodic(self.nfft), axis=-1)[:, self._bins]
+        # The STFT is linear, so the channel mean's spectrum is the mean of the channels'
+        # spectra; the Pipeline computes them once and shares them with the DoA estimator.
+        if spectra is None or spectra.shape[-1] != self.nfft // 2 + 1:
+            spectra = window_spectra(window, self.nfft, self.hop)
+        spec = spectra[:, :, self._bins].sum(axis=0)
+        spec *= np.float32(1.0 / spectra.shape[0])  # channel mean (sum + scale: faster)
+        if spec.shape[0] == 0:
+            return np.zeros(0)
         if spec.shape[1] == 0:
             return np.full(spec.shape[0], np.nan)  # no bin in the band (as the mean of an empty band)
         # |X|^2 summed over the band as one reduction over the (re, im) float32 view

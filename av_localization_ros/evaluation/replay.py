@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,6 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
     first_audio_ns = last_audio_ns = None
     out_bag = out_dir / "bag"
     if out_bag.exists():
-        import shutil
         shutil.rmtree(out_bag)
     writer = BagWriter(out_bag, storage=storage) if write_bag else None
     reader = read_bag(bag_path)

@@ -4,7 +4,7 @@
 * Delivers :class:`Chunk` s of interleaved S16LE or F32LE bytes, exactly as the device gave them.
 * Stamps: the time of each chunk's first sample is ``anchor + round(k * 1e9 / rate)``, ``k`` being
   the index of that sample in the stream. The anchor is set once, from the first callback's
-  ``input_buffer_adc_time`` mapped to the data clock (``clock_ns``, e.g. ROS time) -- or from the
+  ``input_buffer_adc_time`` mapped to the data clock (``clock_ns``, the system clock) -- or from the
   data clock minus the first buffer's duration when the host reports no ADC time. Callback wall
   time never stamps a chunk, so stamps are spaced by exactly one sample period per sample.
 * Overruns: a ``paInputOverflow`` status flag (the host dropped input; the stream is re-anchored
@@ -108,9 +108,9 @@ def find_device(pa, device: str | int, channels: int) -> int:
 class AudioCapture:
     """PortAudio callback stream -> bounded queue of stamped chunks.
 
-    ``clock_ns`` is the data clock the stamps are expressed in (default: ``time.time_ns``; the
-    ROS shells pass the node clock). It is read once to anchor the stream (and again only after
-    a host overflow), never per chunk.
+    ``clock_ns`` is the data clock the stamps are expressed in (default ``time.time_ns``, the
+    system clock that ROS time follows on a live robot; tests pass a fake one). It is read once
+    to anchor the stream (and again only after a host overflow), never per chunk.
     """
 
     def __init__(self, config: CaptureConfig, clock_ns: Callable[[], int] = time.time_ns,
@@ -248,6 +248,7 @@ class ChunkSequencer:
         self.epoch = 0
         self.discontinuities = 0
         self.missing_frames = 0
+        self.last_stamp_ns = 0  # data time of the newest chunk's first sample (0: none yet)
 
     def push(self, chunk: Chunk) -> bool:
         """Returns False when frames are missing before ``chunk``."""
@@ -261,6 +262,7 @@ class ChunkSequencer:
             ok = False
         self.epoch = chunk.epoch
         self.expected = chunk.first_sample + chunk.n_frames
+        self.last_stamp_ns = chunk.stamp_ns
         return ok
 
 
@@ -310,9 +312,10 @@ def config_from_params(values: dict[str, Any]) -> CaptureConfig:
     return cfg
 
 
-def capture_diagnostics(node_name: str, capture: AudioCapture, seq: ChunkSequencer, stamp_ns: int,
+def capture_diagnostics(node_name: str, capture: AudioCapture, seq: ChunkSequencer,
                         published: int) -> Any:
-    """DiagnosticArray for the capture node: counts, overruns, discontinuities."""
+    """DiagnosticArray for the capture node: counts, overruns, discontinuities. Stamped with
+    the data time of the newest chunk (not a wall clock read at publish time)."""
     from ..bag import messages as m
     from .diagnostics import DIAGNOSTIC_ARRAY, DIAGNOSTIC_STATUS, KEY_VALUE, OK, WARN
 
@@ -326,4 +329,4 @@ def capture_diagnostics(node_name: str, capture: AudioCapture, seq: ChunkSequenc
         message=f"{stats.get('overruns', 0)} overruns" if level else "ok",
         hardware_id=f"{capture.device_index}: {capture.device_name}",
         values=[m.new_msg(KEY_VALUE, key=str(k), value=str(v)) for k, v in sorted(stats.items())])
-    return m.new_msg(DIAGNOSTIC_ARRAY, header=m.header(stamp_ns, ""), status=[status])
+    return m.new_msg(DIAGNOSTIC_ARRAY, header=m.header(seq.last_stamp_ns, ""), status=[status])

@@ -44,8 +44,10 @@ def make_node_class():
                                                    QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE))
             self.diag_pub = self.create_publisher(get_message(DIAGNOSTIC_ARRAY), "/diagnostics", 10)
             self.info_pub.publish(encode(info_msg(self.config), m.AUDIO_INFO))
-            # stamps: the node clock, read once to anchor the sample counter
-            self.capture = AudioCapture(self.config, clock_ns=lambda: self.get_clock().now().nanoseconds)
+            # Stamps: AudioCapture anchors its sample counter once (the first buffer's ADC time,
+            # mapped to the system clock that ROS time uses on a live robot); every later stamp
+            # is anchor + k / rate. A live device has no sim time, so the node clock is not used.
+            self.capture = AudioCapture(self.config)
             self.capture.start()
             self.seq = ChunkSequencer()
             self.published = 0
@@ -67,8 +69,7 @@ def make_node_class():
                 self.published += 1
 
         def _diagnostics(self) -> None:
-            msg = capture_diagnostics(self.get_name(), self.capture, self.seq,
-                                      self.get_clock().now().nanoseconds, self.published)
+            msg = capture_diagnostics(self.get_name(), self.capture, self.seq, self.published)
             self.diag_pub.publish(encode(msg, DIAGNOSTIC_ARRAY))
 
         def destroy_node(self):

@@ -230,7 +230,7 @@ def make_node_class():
             unpaired = images - self._paired - SYNC_QUEUE
             if unpaired > self.reporter.events.get("drop.image_without_matching_camera_info", 0):
                 self.reporter.events["drop.image_without_matching_camera_info"] = unpaired
-            diag = self.reporter.build(self.logic.diagnostics(), self.get_clock().now().nanoseconds)
+            diag = self.reporter.build(self.logic.diagnostics(), self.logic.stream.data_stamp_ns)
             self.diag_pub.publish(encode(diag, DIAGNOSTIC_ARRAY))
 
     return LocalizerNode

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 published += 1
             if time.monotonic() >= next_diag:
                 next_diag = time.monotonic() + period
-                diag_pub.publish(capture_diagnostics("av_capture", capture, seq, time.time_ns(), published))
+                diag_pub.publish(capture_diagnostics("av_capture", capture, seq, published))
     finally:
         capture.stop()
         log.info("stopped: %s", capture.stats())

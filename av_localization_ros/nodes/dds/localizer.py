@@ -124,11 +124,11 @@ class DdsLocalizer:
                     self.tf_pub.publish(tf)
 
     def publish_diagnostics(self) -> None:
-        # /diagnostics is not data: its stamp is wall time.
+        # stamped with the newest data time, like every other output
         skipped = self.image_sub.skipped - self.reporter.events.get("drop.image_skipped_behind", 0)
         if skipped > 0:
             self.reporter.count("drop.image_skipped_behind", skipped)
-        msg = self.reporter.build(self.logic.diagnostics(), time.time_ns())
+        msg = self.reporter.build(self.logic.diagnostics(), self.logic.stream.data_stamp_ns)
         self.diag_pub.publish(msg)
 
     # --- loop -----------------------------------------------------------------------------
