@@ -335,3 +335,47 @@ def test_estimator_sample_rate_from_window_and_reset_on_time_jump():
     y2 = simulate(RESPEAKER, [source_at(-110.0)], [white(8000, 13)], rt60=0.0, snr_db=25)
     _, pk = est.estimate(AudioWindow(y2[:, :4096], 10 ** 9, FS))
     assert az_err_deg(pk[0].azimuth, np.deg2rad(-110.0)) <= 5.0
+
+
+@pytest.mark.parametrize("method", ["music", "srp_phat"])
+def test_peak_activity_names_the_talker_who_is_loud_now(method):
+    """Talker A (-60 deg) for 1.5 s, then talker B (+70 deg): with heavy smoothing A's peak
+    stays on the map after the change, but peak_activity ranks B first at once."""
+    n = 24000
+    a = np.concatenate([white(n, 11), np.zeros(n)])
+    b = np.concatenate([np.zeros(n), white(n, 12)])
+    y = simulate(RESPEAKER, [source_at(-60.0), source_at(70.0)], [a, b], rt60=0.3, max_order=6,
+                 snr_db=20)
+    est = D.DoaEstimator(MicArray.from_preset("respeaker_usb_4mic_v2"),
+                         params(**{"doa.method": method, "doa.smoothing_s": 2.0}))
+    first_b_window = None
+    for s, w in windows(y):
+        _, peaks = est.estimate(w)
+        if s >= n and first_b_window is None:  # the first window with B only
+            first_b_window = True
+            near = {name: [q for q in peaks if az_err_deg(q.azimuth, np.deg2rad(az)) <= 15]
+                    for name, az in (("A", -60.0), ("B", 70.0))}
+            assert near["A"] and near["B"], "smoothing keeps both talkers on the map"
+            act = est.peak_activity([near["A"][0], near["B"][0]])
+            assert act[1] > act[0] + 0.1
+    # a lone talker: the beam towards it takes most of the power, the opposite side little
+    lone = D.DoaEstimator(MicArray.from_preset("respeaker_usb_4mic_v2"),
+                          params(**{"doa.method": method}))
+    for _, w in windows(y[:, :n]):
+        lone.estimate(w)
+    toward, away = lone.peak_activity([D.DoaPeak(np.deg2rad(-60.0), 0.0, 1.0),
+                                       D.DoaPeak(np.deg2rad(120.0), 0.0, 1.0)])
+    assert toward > 0.5 and toward > away + 0.2
+    assert lone.peak_activity([]) == []
+
+
+def test_grid_nearest_index():
+    g = D.DirectionGrid.azimuth_only(2.0)
+    for az_deg in (-180.0, -179.2, 179.2, 0.9, 1.1, 90.0):
+        i = g.nearest_index(np.deg2rad(az_deg), 0.0)
+        assert az_err_deg(g.azimuths[i], np.deg2rad(az_deg)) <= 1.0 + 1e-9
+    s = D.DirectionGrid.sphere(10.0, 10.0, -20.0, 80.0)
+    i = s.nearest_index(np.deg2rad(-95.0), np.deg2rad(33.0))
+    e, a = divmod(i, s.azimuths.size)
+    assert np.rad2deg(s.elevations[e]) == pytest.approx(30.0)
+    assert az_err_deg(s.azimuths[a], np.deg2rad(-95.0)) <= 5.0 + 1e-9

@@ -188,7 +188,7 @@ def test_localizer_node_end_to_end_stamps(rclpy_context):
                                               np.array([[0.0, -1, 0], [0, 0, -1], [1, 0, 0]]).T,
                                               np.zeros(3), t0), m.TF_MESSAGE, TFMessage))
         rng = np.random.default_rng(0)
-        for i in range(50):  # 1 s
+        for i in range(70):  # 1.4 s: the image at 0.9 s needs audio up to 0.9 s + lookahead
             x = (0.1 * rng.standard_normal((4, chunk))).astype(np.float32)
             p_audio.publish(to_rclpy(m.audio_to_msg(x, t0 + i * chunk * 1_000_000_000 // fs),
                                      m.AUDIO_STAMPED, AudioDataStamped))
@@ -372,7 +372,7 @@ def test_localizer_shell_against_api_stand_in(fake_ros):
     subs["audio/audio_info"][0](encode(m.audio_info_msg(4, fs, "S16LE"), m.AUDIO_INFO))
     subs["audio/audio_info"][0](b"\x00\x01\x00\x00garbage")
     rng = np.random.default_rng(1)
-    for i in range(50):
+    for i in range(70):
         x = (0.1 * rng.standard_normal((4, chunk))).astype(np.float32)
         subs["audio/audio"][0](encode(m.audio_to_msg(x, t0 + i * chunk * 1_000_000_000 // fs), m.AUDIO_STAMPED))
     stamp = t0 + 900_000_000

@@ -49,21 +49,41 @@ def params(**over):
     return p
 
 
-def test_audio_only_rate_stamps_and_direction(scene_audio):
-    loc = StreamingLocalizer(params())
+@pytest.mark.parametrize("lookahead_s", [0.0, 0.192])
+def test_audio_only_rate_stamps_and_direction(scene_audio, lookahead_s):
+    loc = StreamingLocalizer(params(**{"audio.lookahead_s": lookahead_s}))
     assert loc.on_audio_info(4, FS, "S16LE")
     outs = feed(loc, scene_audio)
-    # 10 Hz in audio time: first window ends 0.256 s after the first sample, then every 0.1 s
+    # 10 Hz in audio time: the first window ends 0.256 s after the first sample and describes
+    # the time lookahead_s before its end; then every 0.1 s
     stamps = np.array([o.stamp_ns for o in outs])
     assert len(outs) == pytest.approx((3.0 - 0.256) / 0.1, abs=2)
     assert np.all(np.diff(stamps) == 100_000_000)
-    assert stamps[0] == T0 + 256_000_000
-    for o in outs:  # each stamp is the end of the window it came from
+    assert stamps[0] == T0 + 256_000_000 - int(round(lookahead_s * 1e9))
+    for o in outs:
         assert o.stamp_ns == o.doa.stamp_ns
     tracked = [t for o in outs[10:] for t in o.tracks]
     assert tracked, "no track confirmed"
     err = np.abs((np.rad2deg([t.azimuth for t in tracked]) - AZ_DEG + 180) % 360 - 180)
     assert np.median(err) < 5.0
+
+
+def test_lookahead_moves_the_estimate_onto_the_time_it_describes(scene_audio):
+    """A talker starting at 1.5 s: with a lookahead L the first voice-active output is stamped
+    L earlier than with causal windows, i.e. it is no longer late by the window's lag."""
+    audio = scene_audio.copy()
+    onset = int(1.5 * FS)
+    rng = np.random.default_rng(3)
+    audio[:, :onset] = 1e-3 * rng.standard_normal((4, onset)).astype(np.float32)
+    first_active = {}
+    for lookahead in (0.0, 0.192):
+        loc = StreamingLocalizer(params(**{"audio.lookahead_s": lookahead, "doa.rate_hz": 50.0}))
+        loc.on_audio_info(4, FS, "S16LE")
+        outs = feed(loc, audio)
+        first_active[lookahead] = next(o.stamp_ns for o in outs if o.doa.voice_active) - T0
+    assert first_active[0.0] >= 1.5e9  # causal: only after the onset
+    shift = (first_active[0.0] - first_active[0.192]) / 1e9
+    assert shift == pytest.approx(0.192, abs=0.021)  # one 20 ms step of slack
 
 
 def test_image_driven_steps_use_image_stamps(scene_audio):
@@ -128,3 +148,9 @@ def test_bad_images_are_dropped(scene_audio):
     assert loc.on_image(ImageFrame(np.zeros((48, 64), np.uint8), T0 + 1)) == []
     assert loc.on_image(ImageFrame(np.zeros((0, 0, 3), np.uint8), T0 + 2)) == []
     assert loc.drops["bad_image"] == 2
+
+
+def test_lookahead_longer_than_the_window_is_a_configuration_error():
+    loc = StreamingLocalizer(params(**{"audio.lookahead_s": 0.5}))
+    assert not loc.on_audio_info(4, FS, "S16LE")
+    assert loc.drops["bad_configuration"] == 1

@@ -6,7 +6,11 @@
     image  --HeatmapRunner--> audio-visual heatmap --fusion with the projected DoA map-->
 
 Outputs are stamped from the data: the image stamp when an image drives the step, otherwise
-the time just after the window's last sample. Windows are causal: they end at the stamp. Replay, benchmarks and the ROS nodes call this unchanged.
+the audio sample time ``audio.lookahead_s`` before the window's end. A window ends
+``audio.lookahead_s`` after the stamp it describes (fixed-lag estimation; 0 = causal, lowest
+latency): the window's centre, the DoA smoothing and the tracker's hold all lag the audio, and
+the lookahead puts the estimate back on the time it describes, at the price of that much more
+latency. Replay, benchmarks and the ROS nodes call this unchanged.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
 from .stft import window_spectra
 from .tracker import SpeakerTracker
-from .types import AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
+from .types import NS_PER_S, AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
 from .vad import make_vad
 
 
@@ -49,6 +53,12 @@ class Pipeline:
         self.tracker = SpeakerTracker(self.params)
         self.heatmap_runner = heatmap_runner
         self.window_samples = int(round(float(self.params["audio.window_s"]) * self.sample_rate))
+        lookahead_s = float(self.params["audio.lookahead_s"])
+        if not 0.0 <= lookahead_s <= float(self.params["audio.window_s"]):
+            raise ValueError(f"audio.lookahead_s must lie in [0, audio.window_s], got {lookahead_s}")
+        # a whole number of samples, so stamps stay sample-accurate
+        self.lookahead_samples = int(round(lookahead_s * self.sample_rate))
+        self.lookahead_ns = self.lookahead_samples * NS_PER_S // self.sample_rate
         self._projector: DoaImageProjector | None = None
         self.set_camera(camera)
 
@@ -87,11 +97,12 @@ class Pipeline:
         t1 = time.perf_counter()
         doa_map, peaks = self.doa.estimate(window, spectra)
         t2 = time.perf_counter()
-        stamp = image.stamp_ns if image is not None else window.end_stamp_ns
-        tracks = self.tracker.update(stamp, self._detections(peaks) if voice else [],
-                                     voice_active=voice)
+        stamp = image.stamp_ns if image is not None else window.end_stamp_ns - self.lookahead_ns
+        detections = self._detections(peaks) if voice else []
         t3 = time.perf_counter()
-        timings.update(vad=t1 - t0, doa=t2 - t1, tracker=t3 - t2)
+        tracks = self.tracker.update(stamp, detections, voice_active=voice)
+        t4 = time.perf_counter()
+        timings.update(vad=t1 - t0, doa=t2 - t1, detections=t3 - t2, tracker=t4 - t3)
         doa = DoaFrame(stamp_ns=stamp, doa_map=doa_map, azimuths=self.doa.grid.azimuths,
                        elevations=self.doa.grid.elevations, peaks=tuple(peaks),
                        voice_probability=voice_p, voice_active=voice)
@@ -102,10 +113,22 @@ class Pipeline:
         return out
 
     def _detections(self, peaks) -> list[Detection]:
-        """What the tracker sees: the strongest peak, and further peaks only when nearly as
-        strong (reverberant side peaks outnumber real second talkers)."""
-        return [Detection(p.azimuth, p.elevation, p.confidence) for i, p in enumerate(peaks)
-                if i == 0 or p.confidence >= self.secondary_min_confidence]
+        """What the tracker sees: the peak that is loudest in this window (the map is smoothed,
+        so right after a turn change the previous talker's peak may still be the highest), and
+        further peaks only when nearly as high on the map and nearly as loud now (reverberant
+        side peaks outnumber real second talkers). Confidence: loudness relative to the
+        loudest peak."""
+        if len(peaks) <= 1:  # nothing to rank
+            return [Detection(p.azimuth, p.elevation, 1.0) for p in peaks]
+        activity = self.doa.peak_activity(peaks)
+        loudest = max(activity)
+        if not loudest > 0.0:
+            return [Detection(peaks[0].azimuth, peaks[0].elevation, peaks[0].confidence)]
+        order = sorted(range(len(peaks)), key=lambda i: -activity[i])
+        s = self.secondary_min_confidence
+        return [Detection(peaks[i].azimuth, peaks[i].elevation, activity[i] / loudest)
+                for k, i in enumerate(order)
+                if k == 0 or (peaks[i].confidence >= s and activity[i] >= s * loudest)]
 
     def _image_stage(self, out: PipelineOutput, image: ImageFrame,
                      av_window: AudioWindow | None) -> None:

@@ -2,10 +2,10 @@
 
 It owns the timestamped ring buffer and decides when the Pipeline runs:
 
-* camera-driven: each image waits until the audio window ending at its stamp has arrived,
-  then runs with that window (output stamp = image stamp; causal, so latency stays low);
+* camera-driven: each image waits until the audio window ending ``audio.lookahead_s`` after
+  its stamp has arrived, then runs with that window (output stamp = image stamp);
 * audio-only: with no image in the last ``2 / doa.rate_hz`` of audio time, a step runs every
-  ``1 / doa.rate_hz`` of *audio sample time* (output stamp = window end).
+  ``1 / doa.rate_hz`` of *audio sample time* (output stamp = window end - lookahead).
 
 Nothing here reads a wall clock for stamps; bad input is dropped and counted by reason in
 ``drops`` (plus the ring buffer's own counters), never raised to the caller.
@@ -123,12 +123,13 @@ class StreamingLocalizer:
         outputs: list[PipelineOutput] = []
         n = self.pipeline.window_samples
         win_ns = n * NS_PER_S // self.pipeline.sample_rate
-        end_ns = self.buffer.end_stamp_ns
+        ahead_ns = self.pipeline.lookahead_ns  # windows end this long after their stamp
+        end_ns = self.buffer.end_stamp_ns - ahead_ns  # newest stamp whose window is complete
         start_ns = self.buffer.start_stamp_ns
         max_wait_ns = int(float(self.params["audio.max_image_wait_s"]) * NS_PER_S)
         while self._images:
             image = self._images[0]
-            if image.stamp_ns - win_ns < start_ns:
+            if image.stamp_ns + ahead_ns - win_ns < start_ns:
                 self._images.popleft()
                 self._drop("image_older_than_audio", "image stamp precedes the buffered audio")
                 continue
@@ -145,7 +146,7 @@ class StreamingLocalizer:
                 outputs.append(out)
         # Audio-only ticks, suppressed while a camera drives the pipeline.
         if self._next_tick_ns is None:
-            self._next_tick_ns = start_ns + win_ns
+            self._next_tick_ns = start_ns + win_ns - ahead_ns
         while self._next_tick_ns <= end_ns:
             tick = self._next_tick_ns
             self._next_tick_ns += self._rate_period_ns
@@ -158,10 +159,11 @@ class StreamingLocalizer:
         return outputs
 
     def _step(self, stamp_ns: int, image: ImageFrame | None) -> PipelineOutput | None:
-        """Run the pipeline on the window that ends at ``stamp_ns``."""
+        """Run the pipeline on the window that ends ``audio.lookahead_s`` after ``stamp_ns``."""
         rate = self.pipeline.sample_rate
         n = self.pipeline.window_samples
-        got = self.buffer.window_at(stamp_ns - n * NS_PER_S // rate, n)
+        n_start = self.pipeline.lookahead_samples - n  # window start relative to the stamp
+        got = self.buffer.window_at(stamp_ns + n_start * NS_PER_S // rate, n)
         if got is None:
             self._drop("audio_window_unavailable", "audio window not in buffer")
             return None
@@ -172,6 +174,7 @@ class StreamingLocalizer:
         av_window = None
         if image is not None and self.heatmap_runner is not None:
             n_av = int(round(self.heatmap_runner.audio_window_s * rate))
+            # the heatmap network was trained on audio that ends at the image (no lookahead)
             got_av = self.buffer.window_at(stamp_ns - n_av * NS_PER_S // rate, n_av)
             av_window = got_av[0] if got_av is not None else window
         t0 = time.perf_counter()
