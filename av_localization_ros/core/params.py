@@ -40,6 +40,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     # --- DoA ---
     "doa.method": ParamSpec("music", "music (diffuse-whitened broadband MUSIC; several talkers) or srp_phat (fastest)."),
     "doa.smoothing_s": ParamSpec(0.15, "Time constant of the recursive smoothing of DoA statistics over windows; 0 = memoryless."),
+    "doa.map_smoothing_s": ParamSpec(0.3, "Time constant of the published DoA map and peaks (average of the per-window maps). The tracker reads each window's own peaks; a longer value keeps static talkers on the published map between words and lags walking ones. 0 = publish each window's map."),
     "doa.rate_hz": ParamSpec(10.0, "DoA rate when no camera drives the pipeline."),
     "doa.azimuth_resolution_deg": ParamSpec(2.0, "Azimuth grid step in degrees."),
     "doa.elevation_resolution_deg": ParamSpec(10.0, "Elevation grid step in degrees (full-sphere mode)."),

@@ -1,8 +1,9 @@
 """The one processing chain: audio window (+ optional image) -> every output.
 
     window --VAD--> voice probability
-           --DoaEstimator--> DoA map + top-K peaks
-           --SpeakerTracker--> tracks (updated with the peaks only while voice is active)
+           --DoaEstimator--> DoA map + top-K peaks of this window
+                  --SpeakerTracker--> tracks (fed the peaks only while voice is active)
+                  --average over doa.map_smoothing_s--> published DoA map + its peaks
     image  --HeatmapRunner--> audio-visual heatmap --fusion with the projected DoA map-->
 
 Outputs are stamped from the data: the image stamp when an image drives the step, otherwise
@@ -21,13 +22,16 @@ import cv2
 import numpy as np
 
 from .camera import CameraGeometry
-from .doa import DoaEstimator
+from .doa import DoaEstimator, find_peaks
 from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
 from .stft import window_spectra
 from .tracker import SpeakerTracker
 from .types import NS_PER_S, AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
 from .vad import make_vad
+
+
+_MAP_MAX_GAP_S = 2.0  # a longer gap between steps restarts the published map's average
 
 
 class InputError(ValueError):
@@ -50,6 +54,9 @@ class Pipeline:
         self.vad = make_vad(self.params)
         self.vad_threshold = float(self.params["vad.threshold"])
         self.secondary_min_confidence = float(self.params["tracker.secondary_min_confidence"])
+        self.map_smoothing_s = float(self.params["doa.map_smoothing_s"])
+        self._map: np.ndarray | None = None  # published (averaged) DoA map
+        self._map_stamp_ns: int | None = None
         self.tracker = SpeakerTracker(self.params)
         self.heatmap_runner = heatmap_runner
         self.window_samples = int(round(float(self.params["audio.window_s"]) * self.sample_rate))
@@ -95,10 +102,11 @@ class Pipeline:
         voice_p = float(self.vad.probability(window, spectra))
         voice = voice_p >= self.vad_threshold
         t1 = time.perf_counter()
-        doa_map, peaks = self.doa.estimate(window, spectra)
-        t2 = time.perf_counter()
         stamp = image.stamp_ns if image is not None else window.end_stamp_ns - self.lookahead_ns
-        detections = self._detections(peaks) if voice else []
+        window_map, window_peaks = self.doa.estimate(window, spectra)
+        doa_map, peaks = self._published_map(window_map, window_peaks, stamp)
+        t2 = time.perf_counter()
+        detections = self._detections(window_peaks) if voice else []
         t3 = time.perf_counter()
         tracks = self.tracker.update(stamp, detections, voice_active=voice)
         t4 = time.perf_counter()
@@ -111,6 +119,32 @@ class Pipeline:
         if image is not None:
             self._image_stage(out, image, av_window)
         return out
+
+    def _published_map(self, window_map: np.ndarray, window_peaks, stamp_ns: int):
+        """The DoA map and peaks to publish: the exponential average of the per-window maps
+        with time constant ``doa.map_smoothing_s`` in data time, ``M_t = a M_prev + (1 - a)
+        map_t``, ``a = exp(-dt / tau)``, and its peaks (same peak settings).
+
+        Why two time scales: the tracker must follow turn changes and walking talkers, so it
+        reads each window's peaks; what is published (and fused into the image) is better
+        steady, so a talker stays on the map between words while another one talks (two static
+        talkers ACC@10 0.78 -> 0.82, walking talkers 0.87 -> 0.84 at 0.3 s on the tuning
+        scenes). A step back in time or a gap over 2 s restarts the average; 0 = no average.
+        """
+        tau = self.map_smoothing_s
+        last = self._map_stamp_ns
+        self._map_stamp_ns = stamp_ns
+        dt = None if last is None else (stamp_ns - last) / NS_PER_S
+        if tau <= 0.0 or dt is None or not 0.0 < dt <= _MAP_MAX_GAP_S or self._map is None:
+            self._map = window_map
+        else:
+            a = np.float32(np.exp(-dt / tau))
+            self._map = a * self._map + (np.float32(1.0) - a) * window_map
+        if tau <= 0.0:
+            return window_map, window_peaks
+        d = self.doa
+        return self._map, find_peaks(self._map, d.grid, d.max_sources, d.min_separation,
+                                     d.min_rel_height)
 
     def _detections(self, peaks) -> list[Detection]:
         """What the tracker sees: the peak that is loudest in this window (the map is smoothed,

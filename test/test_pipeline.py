@@ -1,0 +1,86 @@
+"""Pipeline: the published (averaged) DoA map and the tracker's per-window input, on a
+physically simulated turn change (talker A, then talker B, in a reverberant room)."""
+import numpy as np
+import pyroomacoustics as pra
+import pytest
+
+from av_localization_ros.core.geometry import MicArray
+from av_localization_ros.core.params import defaults
+from av_localization_ros.core.pipeline import Pipeline
+from av_localization_ros.core.types import AudioWindow
+
+FS = 16000
+T0 = 1_000_000_000
+AZ_A, AZ_B = -60.0, 70.0
+CHANGE_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def turn_change():
+    """A speaks (noise bursts with a syllable envelope) for 1.5 s, then B for 1.5 s."""
+    rng = np.random.default_rng(5)
+    room_dim = [6.0, 5.0, 3.0]
+    absorption, max_order = pra.inverse_sabine(0.3, room_dim)
+    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(absorption), max_order=min(max_order, 8))
+    centre = np.array([3.0, 2.4, 1.2])
+    room.add_microphone_array((MicArray.from_preset("respeaker_usb_4mic_v2").positions + centre).T)
+    n = int(CHANGE_S * FS)
+    t = np.arange(2 * n) / FS
+    envelope = 0.2 + np.clip(np.sin(2 * np.pi * 4 * t), 0, None)
+    for az, part in ((AZ_A, 0), (AZ_B, 1)):
+        sig = np.zeros(2 * n)
+        sig[part * n:(part + 1) * n] = rng.standard_normal(n)
+        u = np.array([np.cos(np.deg2rad(az)), np.sin(np.deg2rad(az)), 0.0])
+        room.add_source(centre + 1.8 * u, signal=sig * envelope)
+    room.simulate()
+    y = room.mic_array.signals[:, : 2 * n]
+    y = y + 0.01 * np.std(y) * rng.standard_normal(y.shape)
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+
+
+def run(audio, **over):
+    p = defaults()
+    p.update({"heatmap.enabled": False, **over})
+    pipe = Pipeline(p, FS)
+    win, step = pipe.window_samples, FS // 15
+    outs = [pipe.process(AudioWindow(audio[:, s:s + win], T0 + s * 1_000_000_000 // FS, FS))
+            for s in range(0, audio.shape[1] - win + 1, step)]
+    return pipe, outs
+
+
+def near(peaks, az_deg, tol=15.0):
+    return any(abs((np.rad2deg(q.azimuth) - az_deg + 180) % 360 - 180) <= tol for q in peaks)
+
+
+def test_published_map_is_the_running_average_of_the_window_maps(turn_change):
+    tau = 0.3
+    _, raw = run(turn_change, **{"doa.map_smoothing_s": 0.0})  # the per-window maps
+    _, pub = run(turn_change, **{"doa.map_smoothing_s": tau})
+    assert [o.stamp_ns for o in raw] == [o.stamp_ns for o in pub]
+    np.testing.assert_array_equal(pub[0].doa.doa_map, raw[0].doa.doa_map)
+    for k in range(1, len(pub)):
+        a = np.exp(-(pub[k].stamp_ns - pub[k - 1].stamp_ns) / 1e9 / tau)
+        expected = a * pub[k - 1].doa.doa_map + (1 - a) * raw[k].doa.doa_map
+        np.testing.assert_allclose(pub[k].doa.doa_map, expected, rtol=1e-5, atol=1e-6)
+    # the tracker reads the window peaks either way: identical tracks
+    assert [[(t.track_id, t.azimuth) for t in o.tracks] for o in raw] == \
+        [[(t.track_id, t.azimuth) for t in o.tracks] for o in pub]
+
+
+def test_turn_change_tracker_follows_the_new_talker_while_the_map_remembers(turn_change):
+    _, outs = run(turn_change)  # defaults: lookahead, map smoothing, activity ranking
+    change_ns = T0 + int(CHANGE_S * 1e9)
+    before = [o for o in outs if T0 + 0.7e9 <= o.stamp_ns < change_ns - 0.2e9]
+    assert before and all(near(o.doa.peaks, AZ_A) for o in before)
+    assert all(any(t.speaking and near([t], AZ_A) for t in o.tracks) for o in before[-5:])
+    after = [o for o in outs if change_ns + 0.05e9 <= o.stamp_ns <= change_ns + 0.5e9]
+    assert after
+    # from 50 ms after the change the speaking track is B's: the tracker is handed the peak
+    # that is loudest in the window (by the map's height alone A would keep it ~0.15 s longer)
+    for o in after:
+        speaking = [t for t in o.tracks if t.speaking]
+        assert speaking and all(near([t], AZ_B) for t in speaking), [
+            (t.track_id, np.rad2deg(t.azimuth)) for t in speaking]
+    # the published map still shows A right after the change, and B once it settles
+    assert near(outs[[o.stamp_ns >= change_ns for o in outs].index(True)].doa.peaks, AZ_A)
+    assert all(near(o.doa.peaks, AZ_B) for o in outs if o.stamp_ns >= change_ns + 0.6e9)
