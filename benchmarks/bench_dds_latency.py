@@ -5,8 +5,10 @@
 The localizer (DDS shell) runs in its own process, as deployed; this process plays a camera
 (640x480 bgr8 + camera_info at ``--fps``) and a 4-channel 16 kHz S16LE microphone array over
 Cyclone DDS on loopback only, and receives the outputs. At each frame tick the audio up to the
-frame's stamp is published first, then the image, so the measured latency is transport +
-processing + transport of the results (never waiting for audio):
+frame's stamp + ``audio.lookahead_s`` is published first, then the image, so the measured
+latency is transport + processing + transport of the results (never waiting for audio). A live
+camera adds the lookahead itself on top (the step for image time t needs audio up to t +
+lookahead); the report states it.
 
 * ``image -> speakers``: image publish to receipt of the speakers PoseArray with its stamp;
 * ``image -> all outputs``: ... to receipt of the last output of that step (incl. overlay);
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from av_localization_ros.bag import messages as m  # noqa: E402
+from av_localization_ros.core.params import load_params  # noqa: E402
 from av_localization_ros.nodes.dds import procs, wire  # noqa: E402
 from av_localization_ros.nodes.localizer_logic import OUTPUT_TOPICS  # noqa: E402
 
@@ -118,6 +121,7 @@ def main(argv=None) -> int:
         audio = np.stack([np.roll(src_sig, i)[:total] for i in range(nch)]) \
             + 0.01 * rng.standard_normal((nch, total)).astype(np.float32)
         pre = int(0.5 * fs)  # 0.5 s of audio before the first frame
+        ahead = int(round(float(load_params(args.params_file)["audio.lookahead_s"]) * fs))
         sent_samples = 0
         sent: dict[int, float] = {}
         start_wall = time.monotonic()
@@ -125,13 +129,14 @@ def main(argv=None) -> int:
             due = start_wall + k / args.fps
             while (d := due - time.monotonic()) > 0:
                 time.sleep(min(d, 0.005))
-            upto = pre + int(np.ceil(k / args.fps * fs))
+            frame = pre + int(np.ceil(k / args.fps * fs))
+            upto = frame + ahead
             while sent_samples < upto:
                 n = min(512, upto - sent_samples)
                 stamp = t0 + sent_samples * NS // fs
                 p_audio.publish(m.audio_to_msg(audio[:, sent_samples:sent_samples + n], stamp))
                 sent_samples += n
-            stamp = t0 + upto * NS // fs  # the frame's stamp: end of the audio sent so far
+            stamp = t0 + frame * NS // fs  # the frame's stamp (audio is sent up to + lookahead)
             p_cam.publish(m.new_msg(m.CAMERA_INFO, header=m.header(stamp, m.CAMERA_FRAME), width=w,
                                     height=h, distortion_model="plumb_bob", d=np.zeros(5),
                                     k=np.array([fx, 0, w / 2, 0, fx, h / 2, 0, 0, 1]),
@@ -174,6 +179,7 @@ def main(argv=None) -> int:
         "outputs_received": {k: sum(k in v for v in recv.values()) for k in sorted(expected)}, "image": f"{args.width}x{args.height} bgr8",
         "audio": f"{args.channels} ch {args.rate} Hz S16LE",
         "heatmap": not args.no_heatmap, "overlay": not args.no_overlay,
+        "lookahead_ms_not_included": round(1e3 * ahead / fs, 1),
         "cpus": os.cpu_count(),
     }
     if diags:
@@ -189,6 +195,8 @@ def main(argv=None) -> int:
     if res["image_to_speakers_ms"]:
         print(f"image -> speakers     p50 {res['image_to_speakers_ms']['p50']} ms   p99 {res['image_to_speakers_ms']['p99']} ms")
         print(f"image -> all outputs  p50 {res['image_to_all_outputs_ms']['p50']} ms   p99 {res['image_to_all_outputs_ms']['p99']} ms")
+    print(f"(a live camera adds audio.lookahead_s = {res['lookahead_ms_not_included']} ms: "
+          "the step for image time t needs audio up to t + lookahead)")
     print(f"images/s in {res['images_per_s_sent']}, steps/s out {res['steps_per_s_out']}, "
           f"frames without output {missing}/{len(sent)}")
     if args.json:

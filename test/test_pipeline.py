@@ -84,3 +84,18 @@ def test_turn_change_tracker_follows_the_new_talker_while_the_map_remembers(turn
     # the published map still shows A right after the change, and B once it settles
     assert near(outs[[o.stamp_ns >= change_ns for o in outs].index(True)].doa.peaks, AZ_A)
     assert all(near(o.doa.peaks, AZ_B) for o in outs if o.stamp_ns >= change_ns + 0.6e9)
+
+
+def test_published_map_restarts_after_a_step_back_in_time(turn_change):
+    p = defaults()
+    p.update({"heatmap.enabled": False})
+    pipe = Pipeline(p, FS)
+    win = pipe.window_samples
+    a = pipe.process(AudioWindow(turn_change[:, :win], T0, FS))
+    b = pipe.process(AudioWindow(turn_change[:, 2000:2000 + win], T0 + 125_000_000, FS))
+    assert not np.array_equal(b.doa.doa_map, a.doa.doa_map)
+    # a window from the past (e.g. a replay restarted): the average starts over from it
+    back = pipe.process(AudioWindow(turn_change[:, 30000:30000 + win], T0 - 10_000_000_000, FS))
+    fresh = Pipeline(p, FS).process(AudioWindow(turn_change[:, 30000:30000 + win],
+                                                T0 - 10_000_000_000, FS))
+    np.testing.assert_allclose(back.doa.doa_map, fresh.doa.doa_map, atol=1e-6)
