@@ -428,3 +428,23 @@ def test_bad_input_over_the_wire(dds_env, tmp_path):
         procs.stop(loc)
         src.close()
         sink.node.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up validation (both node shells call validate_params before they touch DDS)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [{"audio": {"lookahead_s": 0.5}}, {"doa": {"map_smoothing_s": -1.0}},
+                                 {"doa": {"rate_hz": 0.0}}, {"mic_positions": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}])
+def test_bad_parameters_stop_the_localizer_at_start(tmp_path, bad):
+    import yaml
+
+    from av_localization_ros.core.params import load_params
+    from av_localization_ros.nodes.dds import localizer
+    from av_localization_ros.nodes.localizer_logic import validate_params
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": bad}}))
+    with pytest.raises(ValueError):
+        validate_params(load_params(path))
+    assert localizer.main(["--params-file", str(path), "--no-heatmap"]) == 2
+    validate_params(load_params(PARAMS))  # the shipped file is fine

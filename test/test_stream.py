@@ -154,3 +154,9 @@ def test_lookahead_longer_than_the_window_is_a_configuration_error():
     loc = StreamingLocalizer(params(**{"audio.lookahead_s": 0.5}))
     assert not loc.on_audio_info(4, FS, "S16LE")
     assert loc.drops["bad_configuration"] == 1
+
+
+def test_negative_map_smoothing_is_a_configuration_error():
+    loc = StreamingLocalizer(params(**{"doa.map_smoothing_s": -1.0}))
+    assert not loc.on_audio_info(4, FS, "S16LE")
+    assert loc.drops["bad_configuration"] == 1

@@ -55,6 +55,8 @@ class Pipeline:
         self.vad_threshold = float(self.params["vad.threshold"])
         self.secondary_min_confidence = float(self.params["tracker.secondary_min_confidence"])
         self.map_smoothing_s = float(self.params["doa.map_smoothing_s"])
+        if not self.map_smoothing_s >= 0.0:
+            raise ValueError(f"doa.map_smoothing_s must be >= 0, got {self.map_smoothing_s}")
         self._map: np.ndarray | None = None  # published (averaged) DoA map
         self._map_stamp_ns: int | None = None
         self.tracker = SpeakerTracker(self.params)

@@ -38,6 +38,17 @@ OUTPUT_TOPICS = {
 }
 
 
+def validate_params(params: dict[str, Any]) -> None:
+    """Raise ValueError when the configuration cannot run (both node shells check it once, at
+    start, rather than dropping every audio chunk later)."""
+    from ..core.pipeline import Pipeline
+
+    rate = int(params.get("sample_rate") or 0) or 16000
+    Pipeline(params, rate, camera=None, heatmap_runner=None)  # validates array, grids, STFT, ...
+    if float(params["doa.rate_hz"]) <= 0:
+        raise ValueError("doa.rate_hz must be > 0")
+
+
 def heatmap_runner_from_params(params: dict[str, Any]):
     """The audio-visual heatmap runner the params ask for, or None when disabled or unusable.
 

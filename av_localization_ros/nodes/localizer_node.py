@@ -29,7 +29,7 @@ from ..core.params import PARAMETERS, defaults
 from .cdr import decode, encode
 from .diagnostics import DIAGNOSTIC_ARRAY, DiagnosticsReporter
 from .localizer_logic import heatmap_runner_from_params
-from .localizer_logic import OUTPUT_TOPICS, LocalizerLogic
+from .localizer_logic import OUTPUT_TOPICS, LocalizerLogic, validate_params
 from .rclpy_main import spin_node
 
 NODE_NAME = "av_localizer"
@@ -73,16 +73,6 @@ def coerce_params(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"parameter {name!r}: {v!r} is not a {type(default).__name__}") from None
         out[name] = v
     return out
-
-
-def validate_params(params: dict[str, Any]) -> None:
-    """Raise ValueError when the configuration cannot run (checked once, at start)."""
-    from ..core.pipeline import Pipeline
-
-    rate = int(params.get("sample_rate") or 0) or 16000
-    Pipeline(params, rate, camera=None, heatmap_runner=None)  # validates array, grids, STFT, ...
-    if float(params["doa.rate_hz"]) <= 0:
-        raise ValueError("doa.rate_hz must be > 0")
 
 
 def _msg_class(msgtype: str):

@@ -24,7 +24,7 @@ from ...core.params import load_params
 from ..diagnostics import DIAGNOSTIC_ARRAY, DiagnosticsReporter
 from .. import hri
 from ..localizer_logic import heatmap_runner_from_params
-from ..localizer_logic import OUTPUT_TOPICS, LocalizerLogic
+from ..localizer_logic import OUTPUT_TOPICS, LocalizerLogic, validate_params
 from ..sync import ImageInfoSync
 from . import wire
 from .wire import resolve
@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params_file, node_name=args.node_name)
     if args.no_heatmap:
         params["heatmap.enabled"] = False
+    try:
+        validate_params(params)
+    except ValueError as exc:
+        log.error("bad parameters in %s: %s", args.params_file, exc)
+        return 2
     runner = heatmap_runner_from_params(params)
     node = DdsLocalizer(params, namespace=args.namespace, domain_id=domain, node_name=args.node_name,
                         diagnostics_period_s=args.diagnostics_period, heatmap_runner=runner,
