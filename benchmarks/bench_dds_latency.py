@@ -116,12 +116,12 @@ def main(argv=None) -> int:
         img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
         # a talker at +20 deg: a delayed copy per mic (integer-sample approximation) + noise
         n_frames = int(args.duration * args.fps)
-        total = int(np.ceil((args.duration + 0.5) * fs))
+        pre = int(0.5 * fs)  # 0.5 s of audio before the first frame
+        ahead = int(round(float(load_params(args.params_file)["audio.lookahead_s"]) * fs))
+        total = pre + int(np.ceil(args.duration * fs)) + ahead + 512  # covers the last frame
         src_sig = rng.standard_normal(total + 64).astype(np.float32) * 0.2
         audio = np.stack([np.roll(src_sig, i)[:total] for i in range(nch)]) \
             + 0.01 * rng.standard_normal((nch, total)).astype(np.float32)
-        pre = int(0.5 * fs)  # 0.5 s of audio before the first frame
-        ahead = int(round(float(load_params(args.params_file)["audio.lookahead_s"]) * fs))
         sent_samples = 0
         sent: dict[int, float] = {}
         start_wall = time.monotonic()
