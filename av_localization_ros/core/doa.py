@@ -373,7 +373,6 @@ SNR_EXPONENT = 0.5  # SNR weight = (a-posteriori SNR - 1)^this, noise floor trac
 NOISE_MIN_BIAS = 1.6  # the minimum over a window's frames underestimates the noise PSD by ~this
 NOISE_RISE_DB_S = 3.0  # how fast the tracked noise floor may rise (it falls at once)
 MAX_GAP_S = 2.0  # a stamp gap longer than this (or a step back in time) resets the smoothing
-DEFAULT_SMOOTHING_S = 0.5  # used when params lack "doa.smoothing_s"
 DIFFUSE_LOADING = 0.05  # MUSIC pre-whitening: Gamma_f = sinc(2 f d_ij / c) + this * I
 BINS_PER_BAND = 2  # MUSIC: adjacent STFT bins (Hann: overlapping) pooled into one covariance
 ACTIVITY_BIN_STRIDE = 4  # peak_activity reads every 4th band bin (Hann bins overlap anyway)
@@ -442,9 +441,9 @@ class DoaEstimator:
       tau)`` from the stamps): one 0.256 s window of a 64 mm aperture in a reverberant room is
       too little evidence (two static talkers ACC@10 0.70 at 0.05 s, 0.78 at 0.15 s, 0.84 at
       0.5 s). The price is memory: a walking talker is reported behind, and after a turn
-      change the previous talker stays on the map (three-talker MOTA 0.77 at 0.15 s, 0.71 at
-      0.5 s, even with :meth:`peak_activity` ranking). The default 0.15 s is the compromise
-      (tuning seeds 0-23); 0 = memoryless.
+      change the previous talker stays on the map (three-talker MOTA 0.78 at 0.15 s, 0.71 at
+      0.5 s, even with :meth:`peak_activity` ranking; both measured before bands of 2 bins).
+      The default 0.15 s is the compromise (tuning seeds 0-23); 0 = memoryless.
     * Two simultaneous talkers: SRP lobes of a 64 mm aperture are 60-90 deg wide, so the
       weaker talker's peak is pushed 15-30 deg off by the stronger one's lobe or vanishes in
       it (ACC@10 ~0.45-0.55). Per-cell direction voting (W-disjoint orthogonality), coherence
@@ -454,21 +453,22 @@ class DoaEstimator:
     """
 
     def __init__(self, mic_array: MicArray, params: dict):
+        """``params``: the full parameter dict (``params.defaults()`` overlaid, as
+        ``load_params`` returns it); the defaults live in ``params.PARAMETERS`` only."""
         self.mic_array = mic_array
         self.params = dict(params)
         p = self.params
-        self.method = str(p.get("doa.method", "srp_phat")).lower()
+        self.method = str(p["doa.method"]).lower()
         if self.method not in ("srp_phat", "music"):
             raise ValueError(f"doa.method must be 'srp_phat' or 'music', got {self.method!r}")
-        self.nfft = int(p.get("audio.nfft", 512))
-        self.hop = int(p.get("audio.hop", 256))
-        self.c = float(p.get("speed_of_sound", SPEED_OF_SOUND_M_S))
-        self.freq_range = (float(p.get("doa.freq_min_hz", 300.0)),
-                           float(p.get("doa.freq_max_hz", 4000.0)))
-        self.max_sources = int(p.get("doa.max_sources", 3))
-        self.min_separation = float(np.deg2rad(float(p.get("doa.min_peak_separation_deg", 20.0))))
-        self.min_rel_height = float(p.get("doa.min_peak_confidence", 0.3))
-        self.smoothing_s = float(p.get("doa.smoothing_s", DEFAULT_SMOOTHING_S))
+        self.nfft = int(p["audio.nfft"])
+        self.hop = int(p["audio.hop"])
+        self.c = float(p["speed_of_sound"])
+        self.freq_range = (float(p["doa.freq_min_hz"]), float(p["doa.freq_max_hz"]))
+        self.max_sources = int(p["doa.max_sources"])
+        self.min_separation = float(np.deg2rad(float(p["doa.min_peak_separation_deg"])))
+        self.min_rel_height = float(p["doa.min_peak_confidence"])
+        self.smoothing_s = float(p["doa.smoothing_s"])
         self.grid = DirectionGrid.from_params(p)
         m = mic_array.n_mics
         self.n_sources = int(max(1, min(self.max_sources, m - 2)))
@@ -490,7 +490,6 @@ class DoaEstimator:
         if bins.size == 0:
             raise ValueError(f"no STFT bin in doa.freq_min_hz..doa.freq_max_hz = {lo}..{hi} Hz "
                              f"at {fs} Hz, nfft {self.nfft}")
-        self._bins = bins
         # the band is a contiguous run of bins: slicing the spectra avoids a gather + copy
         self._band = slice(int(bins[0]), int(bins[-1]) + 1)
         self.freqs = freqs[bins]
@@ -508,7 +507,7 @@ class DoaEstimator:
         gamma = (np.sinc(2.0 * self.freqs[:, None, None] * dist[None] / self.c)
                  + DIFFUSE_LOADING * np.eye(m)[None])
         self._Linv = np.linalg.inv(np.linalg.cholesky(gamma)).astype(np.complex64)  # (F, M, M)
-        self._LinvH = np.ascontiguousarray(np.conj(self._Linv.transpose(0, 2, 1)))
+        LinvH = np.conj(self._Linv.transpose(0, 2, 1))
         gi = np.linalg.inv(gamma)  # real symmetric
         v = np.concatenate([gi[:, self._pi, self._pj], np.zeros((gi.shape[0], self._pi.size))],
                            axis=1).astype(np.float32)[:, None, :]
@@ -522,7 +521,7 @@ class DoaEstimator:
         self._band_W = np.ascontiguousarray(self._W[first])
         self._band_anorm = np.ascontiguousarray(self._anorm[first])
         self._band_anorm_floor = np.float32(1e-6) * self._band_anorm  # floor of d_f(u)
-        self._band_LinvH = np.ascontiguousarray(self._LinvH[first])
+        self._band_LinvH = np.ascontiguousarray(LinvH[first])
         # L^-1 a of every grid direction (F, M, G), for peak_activity's beams
         self._whitened_steering = (self._Linv.astype(np.complex128) @ steering_vectors(
             self.freqs, pos, self.grid, self.c)).astype(np.complex64)
@@ -592,14 +591,11 @@ class DoaEstimator:
         if not peaks or self._current is None:
             return [0.0] * len(peaks)
         k = slice(None, None, ACTIVITY_BIN_STRIDE)
-        C = self._current_cov
-        if C is None:  # SRP-PHAT did not need it
+        if self._current_cov is not None:  # MUSIC computed it for all bins
+            C = self._current_cov[k]
+        else:  # SRP-PHAT did not need it
             X, w = self._current
-            Y = self._Linv[k] @ np.ascontiguousarray(
-                X[:, :, k].transpose(2, 0, 1) * np.sqrt(w[:, k]).T[:, None, :], dtype=np.complex64)
-            C = Y @ np.conj(Y.transpose(0, 2, 1))
-        else:
-            C = C[k]
+            C = self._whitened_covariance(X[:, :, k], w[:, k], k)
         total = np.trace(C, axis1=1, axis2=2).real  # tr C_f
         used = (total > 1e-6 * max(float(total.max()), 1e-30)).astype(np.float32)
         n_used = float(used.sum())
@@ -679,17 +675,24 @@ class DoaEstimator:
         self._acc = v
         return v.ravel() @ self._W_flat
 
-    def _music(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray | None:
-        m = X.shape[0]
-        k = self.n_sources
-        f, t = X.shape[2], X.shape[1]
+    def _whitened_covariance(self, X: np.ndarray, w: np.ndarray,
+                             bins: slice = slice(None)) -> np.ndarray:
+        """``L_f^-1 (sum_t w[t, f] x_ft x_ft^H) L_f^-H`` ``(F, M, M)`` of one window's cells
+        ``X (M, T, F)`` with weights ``w (T, F)``; ``bins`` selects the band bins they are."""
+        m, t, f = X.shape
         # weighted cells written straight into the contiguous (F, M, T) layout the batched
         # products want (a transposed view would be copied by each matmul)
         Xw = np.empty((f, m, t), dtype=np.complex64)
         np.multiply(X.transpose(2, 0, 1), np.sqrt(w).T[:, None, :], out=Xw)
-        Y = self._Linv @ Xw  # whitened (F, M, T)
-        # whitened covariance L^-1 R L^-H of this window alone (F, M, M); peak_activity uses it
-        self._current_cov = Y @ np.conj(Y.transpose(0, 2, 1))
+        Y = self._Linv[bins] @ Xw  # whitened (F, M, T)
+        return Y @ np.conj(Y.transpose(0, 2, 1))
+
+    def _music(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray | None:
+        m = X.shape[0]
+        k = self.n_sources
+        f = X.shape[2]
+        # this window's whitened covariance alone (F, M, M); peak_activity reuses it
+        self._current_cov = self._whitened_covariance(X, w)
         # pairs of adjacent bins share one covariance (twice the snapshots, half the bands)
         g = self._bins_per_band
         nb = f // g

@@ -22,16 +22,13 @@ import cv2
 import numpy as np
 
 from .camera import CameraGeometry
-from .doa import DoaEstimator, find_peaks
+from .doa import MAX_GAP_S, DoaEstimator, find_peaks
 from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
 from .stft import window_spectra
 from .tracker import SpeakerTracker
 from .types import NS_PER_S, AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
 from .vad import make_vad
-
-
-_MAP_MAX_GAP_S = 2.0  # a longer gap between steps restarts the published map's average
 
 
 class InputError(ValueError):
@@ -131,13 +128,14 @@ class Pipeline:
         reads each window's peaks; what is published (and fused into the image) is better
         steady, so a talker stays on the map between words while another one talks (two static
         talkers ACC@10 0.78 -> 0.82, walking talkers 0.87 -> 0.84 at 0.3 s on the tuning
-        scenes). A step back in time or a gap over 2 s restarts the average; 0 = no average.
+        scenes). A step back in time or a gap over ``doa.MAX_GAP_S`` (the same rule as the DoA
+        smoothing) restarts the average; 0 = no average.
         """
         tau = self.map_smoothing_s
         last = self._map_stamp_ns
         self._map_stamp_ns = stamp_ns
         dt = None if last is None else (stamp_ns - last) / NS_PER_S
-        if tau <= 0.0 or dt is None or not 0.0 < dt <= _MAP_MAX_GAP_S or self._map is None:
+        if tau <= 0.0 or dt is None or not 0.0 < dt <= MAX_GAP_S or self._map is None:
             self._map = window_map
         else:
             a = np.float32(np.exp(-dt / tau))

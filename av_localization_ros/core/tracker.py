@@ -91,9 +91,8 @@ Output: confirmed tracks sorted by ID. ``speaking`` = a detection within ``speak
 ``confidence`` = recent hit rate (exponential average over ~1 s) x ``s / sqrt(s^2 +
 sigma^2)``, in [0, 1].
 
-Parameters (``tracker.*`` in ``params.py``; the last four fall back to these defaults when a
-caller passes a partial dict): ``birth_min_confidence`` (0.5), ``max_gate_deg``
-(1.5 x gate_deg), ``coast_velocity_tau_s`` (0.5), ``accel_3d_m_s2`` (0.5).
+Parameters: ``tracker.*`` in ``params.py`` (the constructor takes the full parameter dict;
+the defaults live there only).
 """
 from __future__ import annotations
 
@@ -119,8 +118,9 @@ _INFEASIBLE = 1e9
 
 
 def _wrap(a: float) -> float:
-    """Scalar angle wrapped to [-pi, pi) (math, not numpy: this runs per track per frame)."""
-    return a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
+    """Scalar ``types.wrap_angle``: radians to (-pi, pi] (math, not numpy: this runs per track
+    per frame)."""
+    return a - 2.0 * math.pi * math.ceil((a - math.pi) / (2.0 * math.pi))
 
 
 def _angdist(az1: float, el1: float, az2: float, el2: float) -> float:
@@ -308,19 +308,18 @@ class SpeakerTracker:
     def __init__(self, params: dict):
         p = params
         self.gate = float(p["tracker.gate_deg"]) * _DEG
-        self.max_gate = max(float(p.get("tracker.max_gate_deg", 1.5 * float(p["tracker.gate_deg"]))) * _DEG,
-                            self.gate)
+        self.max_gate = max(float(p["tracker.max_gate_deg"]) * _DEG, self.gate)
         self.duplicate_dist = 0.5 * self.gate
         self.meas_std = float(p["tracker.measurement_noise_deg"]) * _DEG
         self.resume_dist = _RESUME_SIGMAS * self.meas_std
         self.birth_hits = max(int(p["tracker.birth_hits"]), 1)
         self.birth_window = max(int(p["tracker.birth_window"]), self.birth_hits)
-        self.birth_min_conf = float(p.get("tracker.birth_min_confidence", 0.5))
+        self.birth_min_conf = float(p["tracker.birth_min_confidence"])
         self.silence_keep_ns = int(float(p["tracker.silence_keep_s"]) * NS_PER_S)
         self.speaking_hold_ns = int(float(p["tracker.speaking_hold_s"]) * NS_PER_S)
-        self.coast_tau = float(p.get("tracker.coast_velocity_tau_s", 0.5))
+        self.coast_tau = float(p["tracker.coast_velocity_tau_s"])
         self.q_ang = (float(p["tracker.process_noise_deg_s2"]) * _DEG) ** 2
-        self.q_3d = float(p.get("tracker.accel_3d_m_s2", 0.5)) ** 2
+        self.q_3d = float(p["tracker.accel_3d_m_s2"]) ** 2
         self.diagnostics: dict[str, int] = {
             "updates": 0, "stale_updates": 0, "invalid_detections": 0, "invalid_positions": 0,
             "ignored_no_voice": 0, "tentative_births": 0, "confirmations": 0, "tentative_deaths": 0,
