@@ -63,3 +63,15 @@ def test_sim_finetune_targets_and_losses():
     lg, sg = sim_losses(good, a, A, Ina, 0.03)
     lb, sb = sim_losses(bad, a, A, Ina, 0.03)
     assert lg < lb and sg < sb
+
+
+def test_config_overrides_are_cast_to_the_field_types():
+    """YAML 1.1 reads 3e-4 as a string; the override must still be a float (both CLIs)."""
+    from av_localization_ros.av.sim_finetune import FTConfig
+    cfg = T.TrainConfig.load(None, ["lr=3e-4", "epochs=2", "freeze_trunk=false", "out_dir=o/x"])
+    assert cfg.lr == 3e-4 and isinstance(cfg.lr, float) and cfg.epochs == 2
+    assert cfg.freeze_trunk is False and cfg.out_dir == "o/x"
+    ft = T.config_from(FTConfig, {}, ["lr=5e-5", "steps=10", "out=o/y"])
+    assert ft.lr == 5e-5 and ft.steps == 10 and ft.out == "o/y"
+    with pytest.raises(ValueError, match="unknown config keys"):
+        T.config_from(FTConfig, {}, ["nope=1"])

@@ -16,7 +16,7 @@ active talkers' boxes, so sim frames get a supervised term instead:
   synthetic acceptance numbers.
 
 Training data (sim): seeds disjoint from the evaluation seeds (evaluation: demo 0-2, overlap2 /
-moving3 >= 10000): demo 1..N, moving3 / overlap2 1000..1000+N-1, half with the shipped espeak-ng
+moving3 >= 10000): demo 100..109, moving3 / overlap2 1000..1000+N-1, half with the shipped espeak-ng
 clips, half with the real speech of ``../shared/data/speech`` (if present); frames with a visible
 active talker, plus their horizontal mirror (boxes mirrored). The trunk stays frozen, so its
 stride-16 features are precomputed once (cached in ``--out``).
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio_features import log_mel
-from .train import image_tensor, load_checkpoint, mil_logits
+from .train import config_from, image_tensor, load_checkpoint, mil_logits
 
 EVAL_SEEDS = {"demo": [0, 1, 2], "moving3": list(range(10000, 10006)),
               "overlap2": list(range(10000, 10006))}
@@ -262,11 +262,7 @@ def main(argv=None):
     ap.add_argument("--set", nargs="*", default=[], help="FTConfig overrides key=value")
     ap.add_argument("--eval-only", help="checkpoint / weights to evaluate on the sim sets")
     a = ap.parse_args(argv)
-    import yaml
-    types = {f.name: f.type for f in dataclasses.fields(FTConfig)}
-    cast = {"float": float, "int": int, "str": str}
-    cfg = FTConfig(**{k: cast.get(types[k], yaml.safe_load)(v)
-                      for k, v in (s.split("=", 1) for s in a.set)})
+    cfg = config_from(FTConfig, {}, a.set)
     torch.set_num_threads(2)
     if a.eval_only:
         model = load_checkpoint(a.eval_only)

@@ -1,6 +1,6 @@
 """Train the audio-visual localisation network.
 
-    python -m av_localization_ros.av.train --config config/av_train.yaml [--set key=value ...]
+    python -m av_localization_ros.av.train --config av_localization_ros/av/train_default.yaml [--set key=value ...]
     torchrun --nproc_per_node 4 -m av_localization_ros.av.train --config ...   # DDP
 
 Config is plain data: ``TrainConfig`` below (a YAML file with the same keys overrides it).
@@ -82,14 +82,7 @@ class TrainConfig:
             import yaml
             with open(path) as f:
                 d = yaml.safe_load(f) or {}
-        for ov in overrides:
-            k, v = ov.split("=", 1)
-            d[k] = yaml_value(v)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from(cls, d, overrides)
 
     def model_config(self) -> ModelConfig:
         mc = ModelConfig(**self.model)
@@ -100,6 +93,25 @@ class TrainConfig:
 def yaml_value(s: str):
     import yaml
     return yaml.safe_load(s)
+
+
+def config_from(cls, values: dict, overrides=()):
+    """``cls(**values)`` (a config dataclass) with ``key=value`` overrides on top. Values are
+    parsed as YAML and cast to the type of the field's default: YAML 1.1 reads ``3e-4`` as a
+    string, so ``lr=3e-4`` would otherwise not be a float. Unknown keys are an error."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    d = dict(values)
+    for ov in overrides:
+        k, v = ov.split("=", 1)
+        d[k] = yaml_value(v)
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}")
+    for k, v in d.items():
+        kind = type(fields[k].default)
+        if kind in (int, float, str) and not isinstance(v, kind):
+            d[k] = kind(v)
+    return cls(**d)
 
 
 # ---------------------------------------------------------------------------------------------
