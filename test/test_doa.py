@@ -9,60 +9,24 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-import pyroomacoustics as pra
 import pytest
 import scipy.signal as ss
 import soundfile as sf
 
 from av_localization_ros.core import doa as D
-from av_localization_ros.core.geometry import PRESETS, MicArray
+from av_localization_ros.core.geometry import MicArray
 from av_localization_ros.core.params import defaults
 from av_localization_ros.core.stft import hann_periodic, stft, stft_freqs
 from av_localization_ros.core.types import AudioWindow, vector_to_azel
+from roomsim import FS, RESPEAKER, simulate, source_at, white
 
-FS = 16000
 C = 343.0
-RESPEAKER = PRESETS["respeaker_usb_4mic_v2"]
 NFFT, HOP = 512, 256
 
 
 # ------------------------------------------------------------------------------------ helpers
 def az_err_deg(a, b):
     return np.abs(np.rad2deg(np.angle(np.exp(1j * (np.asarray(a) - np.asarray(b))))))
-
-
-def simulate(mics, sources, signals, rt60=0.0, room_dim=(6.0, 5.0, 3.0), center=(3.0, 2.4, 1.2),
-             max_order=6, snr_db=None, seed=0):
-    """Mic signals ``(M, N)`` float32 for sources at ``sources`` (array-frame metres).
-
-    ``rt60 = 0``: free field (no reflections). Otherwise a shoebox whose uniform absorption
-    gives ``rt60`` (Sabine), image sources up to ``max_order``. Optional spatially white noise
-    at ``snr_db`` re the mean mic signal power.
-    """
-    center = np.asarray(center, dtype=float)
-    if rt60 > 0:
-        e_abs, _ = pra.inverse_sabine(rt60, room_dim)
-        room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(e_abs), max_order=max_order)
-    else:
-        room = pra.AnechoicRoom(dim=3, fs=FS)
-    room.add_microphone_array(center[:, None] + np.asarray(mics, float).T)
-    for pos, sig in zip(sources, signals):
-        room.add_source(center + np.asarray(pos, float), signal=sig)
-    room.simulate()
-    y = room.mic_array.signals[:, : max(len(s) for s in signals)]
-    if snr_db is not None:
-        rng = np.random.default_rng(seed + 99)
-        y = y + rng.standard_normal(y.shape) * np.sqrt(np.mean(y ** 2) / 10 ** (snr_db / 10))
-    return (0.5 * y / np.abs(y).max()).astype(np.float32)
-
-
-def source_at(az_deg, el_deg=0.0, dist=2.0):
-    az, el = np.deg2rad(az_deg), np.deg2rad(el_deg)
-    return dist * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-
-
-def white(n, seed):
-    return np.random.default_rng(seed).standard_normal(n)
 
 
 def load_speech(path, n):

@@ -1,15 +1,13 @@
 """Pipeline: the published (averaged) DoA map and the tracker's per-window input, on a
 physically simulated turn change (talker A, then talker B, in a reverberant room)."""
 import numpy as np
-import pyroomacoustics as pra
 import pytest
 
-from av_localization_ros.core.geometry import MicArray
 from av_localization_ros.core.params import defaults
 from av_localization_ros.core.pipeline import Pipeline
 from av_localization_ros.core.types import AudioWindow
+from roomsim import FS, RESPEAKER, simulate, source_at, syllables
 
-FS = 16000
 T0 = 1_000_000_000
 AZ_A, AZ_B = -60.0, 70.0
 CHANGE_S = 1.5
@@ -18,24 +16,12 @@ CHANGE_S = 1.5
 @pytest.fixture(scope="module")
 def turn_change():
     """A speaks (noise bursts with a syllable envelope) for 1.5 s, then B for 1.5 s."""
-    rng = np.random.default_rng(5)
-    room_dim = [6.0, 5.0, 3.0]
-    absorption, max_order = pra.inverse_sabine(0.3, room_dim)
-    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(absorption), max_order=min(max_order, 8))
-    centre = np.array([3.0, 2.4, 1.2])
-    room.add_microphone_array((MicArray.from_preset("respeaker_usb_4mic_v2").positions + centre).T)
     n = int(CHANGE_S * FS)
-    t = np.arange(2 * n) / FS
-    envelope = 0.2 + np.clip(np.sin(2 * np.pi * 4 * t), 0, None)
-    for az, part in ((AZ_A, 0), (AZ_B, 1)):
-        sig = np.zeros(2 * n)
-        sig[part * n:(part + 1) * n] = rng.standard_normal(n)
-        u = np.array([np.cos(np.deg2rad(az)), np.sin(np.deg2rad(az)), 0.0])
-        room.add_source(centre + 1.8 * u, signal=sig * envelope)
-    room.simulate()
-    y = room.mic_array.signals[:, : 2 * n]
-    y = y + 0.01 * np.std(y) * rng.standard_normal(y.shape)
-    return (0.5 * y / np.abs(y).max()).astype(np.float32)
+    a, b = syllables(2 * n, 5, floor=0.2), syllables(2 * n, 6, floor=0.2)
+    a[n:] = 0.0
+    b[:n] = 0.0
+    return simulate(RESPEAKER, [source_at(AZ_A, dist=1.8), source_at(AZ_B, dist=1.8)], [a, b],
+                    rt60=0.3, max_order=8, snr_db=40)
 
 
 def run(audio, **over):

@@ -1,14 +1,12 @@
 """StreamingLocalizer: scheduling, data stamps and bad input on a physically simulated stream."""
 import numpy as np
-import pyroomacoustics as pra
 import pytest
 
-from av_localization_ros.core.geometry import MicArray
 from av_localization_ros.core.params import defaults
 from av_localization_ros.core.stream import StreamingLocalizer
 from av_localization_ros.core.types import ImageFrame
+from roomsim import FS, RESPEAKER, simulate, source_at, syllables
 
-FS = 16000
 T0 = 1_700_000_000_000_000_000
 AZ_DEG = 60.0
 
@@ -16,22 +14,8 @@ AZ_DEG = 60.0
 @pytest.fixture(scope="module")
 def scene_audio():
     """4-mic ReSpeaker array in a reverberant room, a talker-like source at 60 deg, 2 m."""
-    rng = np.random.default_rng(0)
-    room_dim = [6.0, 5.0, 3.0]
-    absorption, max_order = pra.inverse_sabine(0.3, room_dim)
-    room = pra.ShoeBox(room_dim, fs=FS, materials=pra.Material(absorption), max_order=min(max_order, 10))
-    centre = np.array([2.5, 2.0, 1.2])
-    mics = MicArray.from_preset("respeaker_usb_4mic_v2").positions + centre
-    room.add_microphone_array(mics.T)
-    src = centre + 2.0 * np.array([np.cos(np.deg2rad(AZ_DEG)), np.sin(np.deg2rad(AZ_DEG)), 0.0])
-    # speech-like: noise bursts shaped by a 4 Hz syllable envelope
-    t = np.arange(int(3.0 * FS)) / FS
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
-    room.add_source(src, signal=rng.standard_normal(t.size) * envelope)
-    room.simulate()
-    audio = room.mic_array.signals[:, : t.size].astype(np.float32)
-    audio += 0.01 * rng.standard_normal(audio.shape).astype(np.float32) * np.std(audio)
-    return audio / np.abs(audio).max() * 0.5
+    return simulate(RESPEAKER, [source_at(AZ_DEG)], [syllables(3 * FS, 0)], rt60=0.3,
+                    center=(2.5, 2.0, 1.2), max_order=10, snr_db=40)
 
 
 def feed(loc, audio, chunk=320, stamp_fn=None):
