@@ -14,7 +14,7 @@ real noise recordings in ../shared/data/noise when present (else pink), plus whi
 Every 0.1 s a causal 0.256 s window (nfft 512, hop 256, 16 kHz) is cut; the same STFT and the
 same azimuth grid (2 deg) go to pyroomacoustics' SRP, MUSIC, NormMUSIC and TOPS (told the true
 number of sources, band --fmin..--fmax) and to our DoaEstimator (music and srp_phat, with the
-default 0.5 s map smoothing and memoryless, peaks capped at the true number of sources; plus
+shipped ``doa.smoothing_s`` and memoryless, peaks capped at the true number of sources; plus
 one row with up to 3 peaks, as the pipeline runs it by default).
 Scored like evaluation.metrics.doa_accuracy: on each window whose end is inside a talker's
 ground-truth activity (dry-signal 20 ms energy within 30 dB of its 95th percentile, 0.1 s
@@ -227,7 +227,7 @@ def run_mode(n_talkers: int, args, speech_files, noise_base) -> dict[str, Score]
                  for name in PRA_METHODS}
     ours = {}
     for method in ("music", "srp_phat"):
-        for smooth in (0.5, 0.0):
+        for smooth in (defaults()["doa.smoothing_s"], 0.0):
             p = defaults()
             p.update({"sample_rate": FS, "doa.method": method, "doa.freq_min_hz": args.fmin,
                       "doa.freq_max_hz": args.fmax, "doa.max_sources": n_talkers,
