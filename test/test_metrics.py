@@ -142,18 +142,34 @@ def test_azimuth_wrap_around():
 
 
 def test_azimuth_only_ignores_elevation_in_matching():
-    # source at (az 0, el 40); peaks at (az 20, el 40) and (az 5, el -30)
-    # azimuth-only: |0-20| = 20 vs |0-5| = 5 -> picks az 5, az error 5, el error 70
-    # great-circle: angle to (20, 40) = acos(sin^2 40 + cos^2 40 cos 20) ~ 15.3 deg,
-    #               angle to (5, -30) >= 70 deg -> picks az 20, az error 20, el error 0
-    truth = [gt(0.0, spk(1, 0.0, el_deg=40.0))]
+    # sources at (az 0, el 40) and (az 60, el -30); peaks at (az 20, el 40) and (az 5, el -30)
+    # azimuth-only: pairing {0<->5, 60<->20} costs 5 + 40 = 45 < {0<->20, 60<->5} = 20 + 55,
+    #               so az errors 5 and 40 (MAE 22.5), el errors 70 and 70
+    # great-circle: (0, 40)-(20, 40) ~ 15.3 deg and (60, -30)-(5, -30) ~ 47.5 deg beat the
+    #               crossed pairing (> 70 deg each): az errors 20 and 55, el errors 0 and 0
+    truth = [gt(0.0, spk(1, 0.0, el_deg=40.0), spk(2, 60.0, el_deg=-30.0))]
     ests = [est(0.0, peaks=[peak(20.0, el_deg=40.0), peak(5.0, el_deg=-30.0)])]
     a = doa_accuracy(ests, truth, azimuth_only=True)
-    assert a["azimuth_mae_deg"] == pytest.approx(5.0)
+    assert a["azimuth_mae_deg"] == pytest.approx(22.5)
     assert a["elevation_mae_deg"] == pytest.approx(70.0)
     g = doa_accuracy(ests, truth, azimuth_only=False)
-    assert g["azimuth_mae_deg"] == pytest.approx(20.0)
+    assert g["azimuth_mae_deg"] == pytest.approx(37.5)
     assert g["elevation_mae_deg"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_only_the_n_most_confident_peaks_count():
+    # one active source at 0 deg; peaks at 40 deg (conf 0.9) and 1 deg (conf 0.5): with one
+    # source only the most confident peak counts, so the error is 40 (a miss for ACC@10), not 1
+    truth = [gt(0.0, spk(1, 0.0))]
+    ests = [est(0.0, peaks=[peak(1.0, conf=0.5), peak(40.0, conf=0.9)])]
+    r = doa_accuracy(ests, truth)
+    assert r["azimuth_mae_deg"] == pytest.approx(40.0)
+    assert r["acc_at_10"] == 0.0 and r["miss_rate"] == 0.0
+    # two active sources (0 and 45 deg): both peaks count, errors 1 and 5
+    truth2 = [gt(0.0, spk(1, 0.0), spk(2, 45.0))]
+    r2 = doa_accuracy(ests, truth2)
+    assert r2["azimuth_mae_deg"] == pytest.approx(3.0)
+    assert r2["acc_at_10"] == 1.0
 
 
 def test_missed_source():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from av_localization_ros.core.params import defaults
-from av_localization_ros.core.pipeline import Pipeline
-from av_localization_ros.core.types import AudioWindow
+from av_localization_ros.core.pipeline import Pipeline, rank_by_track_support
+from av_localization_ros.core.types import AudioWindow, DoaPeak, TrackState
 from roomsim import FS, RESPEAKER, simulate, source_at, syllables
 
 T0 = 1_000_000_000
@@ -85,3 +85,26 @@ def test_published_map_restarts_after_a_step_back_in_time(turn_change):
     fresh = Pipeline(p, FS).process(AudioWindow(turn_change[:, 30000:30000 + win],
                                                 T0 - 10_000_000_000, FS))
     np.testing.assert_allclose(back.doa.doa_map, fresh.doa.doa_map, atol=1e-6)
+
+
+def _track(tid, az_deg, speaking):
+    return TrackState(track_id=tid, azimuth=np.deg2rad(az_deg), elevation=0.0,
+                      azimuth_rate=0.0, elevation_rate=0.0, covariance=np.eye(4) * 1e-3,
+                      confidence=0.8, speaking=speaking, age_s=2.0)
+
+
+def test_published_peaks_are_ranked_by_track_support():
+    # map peaks: the previous talker at 10 deg (still the highest on the averaged map, its
+    # track silent now), a reflection at 100 deg (0.9), the current talker at -40 deg (0.6,
+    # its track speaking at -35, inside the 25 deg gate); one silent track far from any peak
+    peaks = [DoaPeak(np.deg2rad(10.0), 0.0, 1.0), DoaPeak(np.deg2rad(100.0), 0.0, 0.9),
+             DoaPeak(np.deg2rad(-40.0), 0.0, 0.6)]
+    tracks = [_track(1, 12.0, False), _track(2, -35.0, True), _track(3, 170.0, False)]
+    ranked = rank_by_track_support(peaks, tracks, np.deg2rad(25.0))
+    # (0.6 + 1) / 2 = 0.8, (1 + 0.5) / 2 = 0.75, (0.9 + 0) / 2 = 0.45
+    assert [round(float(np.rad2deg(q.azimuth))) for q in ranked] == [-40, 10, 100]
+    assert [q.confidence for q in ranked] == pytest.approx([0.8, 0.75, 0.45])
+    # no tracks: the map's order, confidences halved
+    plain = rank_by_track_support(peaks, [], np.deg2rad(25.0))
+    assert [q.confidence for q in plain] == pytest.approx([0.5, 0.45, 0.3])
+    assert rank_by_track_support([], tracks, np.deg2rad(25.0)) == []

@@ -51,7 +51,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "doa.freq_max_hz": ParamSpec(7500.0, "Highest frequency used by the DoA estimators."),
     "doa.max_sources": ParamSpec(3, "Maximum number of DoA peaks per frame."),
     "doa.min_peak_separation_deg": ParamSpec(25.0, "Peaks closer than this are merged."),
-    "doa.min_peak_confidence": ParamSpec(0.3, "Peaks below this relative height are discarded."),
+    "doa.min_peak_confidence": ParamSpec(0.15, "Peaks below this relative height are discarded."),
     # --- voice activity ---
     "vad.method": ParamSpec("energy", "energy (adaptive noise floor) or silero (needs torch)."),
     "vad.threshold": ParamSpec(0.2, "Voice probability above which a frame is voice-active."),

@@ -4,6 +4,7 @@
            --DoaEstimator--> DoA map + top-K peaks of this window
                   --SpeakerTracker--> tracks (fed the peaks only while voice is active)
                   --average over doa.map_smoothing_s--> published DoA map + its peaks
+                                                        (ranked with the tracks' support)
     image  --HeatmapRunner--> audio-visual heatmap --fusion with the projected DoA map-->
 
 Outputs are stamped from the data: the image stamp when an image drives the step, otherwise
@@ -16,7 +17,7 @@ latency. Replay, benchmarks and the ROS nodes call this unchanged.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -27,8 +28,39 @@ from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
 from .stft import window_spectra
 from .tracker import SpeakerTracker
-from .types import NS_PER_S, AudioWindow, Detection, DoaFrame, ImageFrame, PipelineOutput
+from .types import (NS_PER_S, AudioWindow, Detection, DoaFrame, DoaPeak, ImageFrame,
+                    PipelineOutput, TrackState, angular_distance)
 from .vad import make_vad
+
+
+SILENT_TRACK_SUPPORT = 0.5  # support of a peak near a confirmed track that is not speaking now
+
+
+def rank_by_track_support(peaks: Sequence[DoaPeak], tracks: Sequence[TrackState],
+                          max_distance: float) -> list[DoaPeak]:
+    """Peaks with confidence ``(h + s) / 2``, most confident first. ``h`` is the peak's
+    relative height on the map; ``s`` its support by the tracks within ``max_distance`` rad
+    (great circle): 1 for a speaking track, ``SILENT_TRACK_SUPPORT`` for a confirmed track
+    that is silent now, 0 where there is none.
+
+    Why: the published map is averaged over ``doa.map_smoothing_s``, so with two talkers at
+    once its second-highest peak is often a reflection rather than the second talker (whose
+    direction the tracker has confirmed), and right after a turn change its highest peak is
+    still the previous talker (whose track has stopped speaking). On the tuning scenes, top-N
+    ACC@10: two static talkers 0.744 (map height alone) -> 0.778 (any confirmed track, s = 1)
+    -> 0.803 (s = 1 / 0.5 / 0); three walking talkers 0.768 -> 0.770 -> 0.810; one talker
+    0.988 -> 0.992. Published peaks only: the tracker reads each window's own peaks, so there
+    is no feedback loop.
+    """
+    if not peaks:
+        return []
+    ranked = []
+    for p in peaks:
+        support = max((1.0 if t.speaking else SILENT_TRACK_SUPPORT for t in tracks
+                       if float(angular_distance(p.azimuth, p.elevation, t.azimuth, t.elevation))
+                       <= max_distance), default=0.0)
+        ranked.append(DoaPeak(p.azimuth, p.elevation, 0.5 * (p.confidence + support)))
+    return sorted(ranked, key=lambda q: -q.confidence)
 
 
 class InputError(ValueError):
@@ -103,13 +135,15 @@ class Pipeline:
         t1 = time.perf_counter()
         stamp = image.stamp_ns if image is not None else window.end_stamp_ns - self.lookahead_ns
         window_map, window_peaks = self.doa.estimate(window, spectra)
-        doa_map, peaks = self._published_map(window_map, window_peaks, stamp)
         t2 = time.perf_counter()
         detections = self._detections(window_peaks) if voice else []
         t3 = time.perf_counter()
         tracks = self.tracker.update(stamp, detections, voice_active=voice)
         t4 = time.perf_counter()
-        timings.update(vad=t1 - t0, doa=t2 - t1, detections=t3 - t2, tracker=t4 - t3)
+        doa_map, peaks = self._published_map(window_map, window_peaks, stamp, tracks)
+        t5 = time.perf_counter()
+        timings.update(vad=t1 - t0, doa=(t2 - t1) + (t5 - t4), detections=t3 - t2,
+                       tracker=t4 - t3)
         doa = DoaFrame(stamp_ns=stamp, doa_map=doa_map, azimuths=self.doa.grid.azimuths,
                        elevations=self.doa.grid.elevations, peaks=tuple(peaks),
                        voice_probability=voice_p, voice_active=voice)
@@ -119,10 +153,12 @@ class Pipeline:
             self._image_stage(out, image, av_window)
         return out
 
-    def _published_map(self, window_map: np.ndarray, window_peaks, stamp_ns: int):
+    def _published_map(self, window_map: np.ndarray, window_peaks, stamp_ns: int,
+                       tracks: Sequence[TrackState]):
         """The DoA map and peaks to publish: the exponential average of the per-window maps
         with time constant ``doa.map_smoothing_s`` in data time, ``M_t = a M_prev + (1 - a)
-        map_t``, ``a = exp(-dt / tau)``, and its peaks (same peak settings).
+        map_t``, ``a = exp(-dt / tau)``, and its peaks (same peak settings), ranked by
+        :func:`rank_by_track_support`.
 
         Why two time scales: the tracker must follow turn changes and walking talkers, so it
         reads each window's peaks; what is published (and fused into the image) is better
@@ -140,11 +176,13 @@ class Pipeline:
         else:
             a = np.float32(np.exp(-dt / tau))
             self._map = a * self._map + (np.float32(1.0) - a) * window_map
-        if tau <= 0.0:
-            return window_map, window_peaks
         d = self.doa
-        return self._map, find_peaks(self._map, d.grid, d.max_sources, d.min_separation,
-                                     d.min_rel_height)
+        if tau <= 0.0:
+            doa_map, peaks = window_map, window_peaks
+        else:
+            doa_map = self._map
+            peaks = find_peaks(doa_map, d.grid, d.max_sources, d.min_separation, d.min_rel_height)
+        return doa_map, rank_by_track_support(peaks, tracks, self.tracker.gate)
 
     def _detections(self, peaks) -> list[Detection]:
         """What the tracker sees: the peak that is loudest in this window (the map is smoothed,

@@ -208,12 +208,14 @@ def doa_accuracy(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTruth
                  tolerance_s: float = DEFAULT_TOLERANCE_S) -> dict:
     """Accuracy of the per-frame DoA peaks against the active sources.
 
-    On every frame with at least one active source, sources and peaks are paired by Hungarian
-    assignment on the azimuth difference (``azimuth_only``) or the great-circle angle; there is
-    no gate. For each paired source the wrapped absolute azimuth error and the absolute
-    elevation error are recorded. A source left without a peak (fewer peaks than sources) is a
-    *miss*: it counts as a 180 deg error for ACC, is left out of the MAEs and counts in
-    ``miss_rate``.
+    The known-number-of-sources protocol (as in LOCATA tasks 1-2 and Qian et al., TASLP 2023):
+    on every frame with ``N >= 1`` active sources only the ``N`` most confident peaks count, so
+    a system gets no credit for extra peaks that happen to land on a source. Sources and those
+    peaks are paired by Hungarian assignment on the azimuth difference (``azimuth_only``) or
+    the great-circle angle; there is no gate. For each paired source the wrapped absolute
+    azimuth error and the absolute elevation error are recorded. A source left without a peak
+    (fewer peaks than sources) is a *miss*: it counts as a 180 deg error for ACC, is left out
+    of the MAEs and counts in ``miss_rate``.
 
     Returns ``azimuth_mae_deg``, ``elevation_mae_deg`` (over paired source-frames),
     ``acc_at_<threshold>`` (fraction of source-frames with azimuth error <= threshold),
@@ -230,7 +232,7 @@ def doa_accuracy(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTruth
             continue
         n_frames += 1
         n_src += len(act)
-        peaks = list(est.peaks)
+        peaks = sorted(est.peaks, key=lambda p: -p.confidence)[:len(act)]
         matched = 0
         if peaks:
             rows, cols = linear_sum_assignment(_dist(act, peaks, azimuth_only))
