@@ -18,9 +18,10 @@ shipped ``doa.smoothing_s`` and memoryless, peaks capped at the true number of s
 one row with up to 3 peaks, as the pipeline runs it by default).
 Scored like evaluation.metrics.doa_accuracy: on each window whose end is inside a talker's
 ground-truth activity (dry-signal 20 ms energy within 30 dB of its 95th percentile, 0.1 s
-hangover), sources and estimates are paired by Hungarian assignment on the azimuth error; ACC@10
-is the fraction of source-windows within 10 deg (a source left without an estimate is a miss),
-MAE is over the pairs. Time is per window on one thread: pyroomacoustics' ``locate_sources``
+hangover), the N most confident estimates (N = active talkers; pyroomacoustics' ranked by its
+grid values, ours by peak confidence) and the sources are paired by Hungarian assignment on
+the azimuth error; ACC@10 is the fraction of source-windows within 10 deg (a source left
+without an estimate is a miss), MAE is over the pairs. Time is per window on one thread: pyroomacoustics' ``locate_sources``
 alone (its STFT is given), ours ``estimate()`` including its own STFT. TOPS (~0.3 s a window)
 is scored on every ``--tops-every``-th window only (its row shows how many).
 
@@ -196,7 +197,10 @@ class Score:
         self.times: list[float] = []
 
     def add(self, true_az: np.ndarray, est_az: np.ndarray) -> None:
+        """``est_az``: estimates, most confident first; only the first ``true_az.size``
+        count (known number of sources)."""
         self.n_src += true_az.size
+        est_az = est_az[:true_az.size]
         if est_az.size == 0 or true_az.size == 0:
             return
         d = _az_err_deg(true_az[:, None], est_az[None, :])
@@ -233,8 +237,8 @@ def run_mode(n_talkers: int, args, speech_files, noise_base) -> dict[str, Score]
                       "doa.freq_max_hz": args.fmax, "doa.max_sources": n_talkers,
                       "doa.smoothing_s": smooth})
             ours[f"ours {method}" + ("" if smooth else " (memoryless)")] = p
-    # as the pipeline runs it (doa.max_sources 3): up to 3 peaks, scored like
-    # evaluation.metrics.doa_accuracy; not comparable with pra, which returns n_talkers
+    # as the pipeline runs it (doa.max_sources 3): up to 3 peaks, of which the N most
+    # confident are scored (N active talkers), as evaluation.metrics.doa_accuracy does
     p = defaults()
     p.update({"sample_rate": FS, "doa.method": "music", "doa.freq_min_hz": args.fmin,
               "doa.freq_max_hz": args.fmax})
@@ -273,7 +277,9 @@ def run_mode(n_talkers: int, args, speech_files, noise_base) -> dict[str, Score]
                     warnings.simplefilter("ignore")
                     algo.locate_sources(X, num_src=n_talkers, freq_range=[args.fmin, args.fmax])
                 scores[f"pra {name}"].times.append(time.perf_counter() - t0)
-                scores[f"pra {name}"].add(truth, np.asarray(algo.azimuth_recon, float))
+                # most confident first (grid.find_peaks returns them in ascending order)
+                order = np.argsort(-np.asarray(algo.grid.values)[algo.src_idx], kind="stable")
+                scores[f"pra {name}"].add(truth, np.asarray(algo.azimuth_recon, float)[order])
         if args.verbose:
             acc = {k: (s.hits - before[k][0]) / max(1, s.n_src - before[k][1])
                    for k, s in scores.items() if k in ("ours music", "pra SRP", "pra NormMUSIC")}

@@ -104,7 +104,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .types import NS_PER_S, Detection, TrackState, wrap_angle
+from .types import NS_PER_S, Detection, TrackState, angular_distance_scalar, wrap_angle
 
 _DEG = math.pi / 180.0
 _MIN_COS_EL = math.cos(85.0 * _DEG)
@@ -121,14 +121,6 @@ def _wrap(a: float) -> float:
     """Scalar ``types.wrap_angle``: radians to (-pi, pi] (math, not numpy: this runs per track
     per frame)."""
     return a - 2.0 * math.pi * math.ceil((a - math.pi) / (2.0 * math.pi))
-
-
-def _angdist(az1: float, el1: float, az2: float, el2: float) -> float:
-    """Great-circle angle between two directions (``types.angular_distance`` for Python
-    floats: math, not numpy, since it runs per track pair per frame)."""
-    c = (math.sin(el1) * math.sin(el2)
-         + math.cos(el1) * math.cos(el2) * math.cos(az1 - az2))
-    return math.acos(min(max(c, -1.0), 1.0))
 
 
 def _inv2(a: float, b: float, d: float) -> tuple[float, float, float, float] | None:
@@ -475,7 +467,7 @@ class SpeakerTracker:
             t_az, t_el = t.angular.azimuth, t.angular.elevation
             gate = self._gate(t)
             for k, j in enumerate(free):
-                if _angdist(t_az, t_el, az[k], el[k]) <= gate:
+                if angular_distance_scalar(t_az, t_el, az[k], el[k]) <= gate:
                     R = AngularCVFilter.measurement_cov(el[k], self.meas_std, dets[j].confidence)
                     cost[i, k] = t.angular.cost(az[k], el[k], R)
         if cost.shape[0] == 1:  # one track: the optimal assignment is its cheapest detection
@@ -537,8 +529,9 @@ class SpeakerTracker:
         ``birth_window`` frames, so clutter in its gate cannot drag it away while its talker is
         silent; the detections held meanwhile are applied on waking."""
         if det is not None and (track.misses < _DORMANT_MISSES or (
-                not track.settled and _angdist(track.angular.azimuth, track.angular.elevation,
-                                              det.azimuth, det.elevation) <= self.resume_dist)):
+                not track.settled and angular_distance_scalar(
+                    track.angular.azimuth, track.angular.elevation,
+                    det.azimuth, det.elevation) <= self.resume_dist)):
             self._correct(track, det, stamp_ns, weight)
             return
         track.pending = [(k, d) for k, d in track.pending if self._frame - k < self.birth_window]
@@ -589,8 +582,9 @@ class SpeakerTracker:
         for d in sorted(dets, key=lambda d: -d.confidence):
             if d.confidence < self.birth_min_conf:
                 continue
-            if any(_angdist(t.angular.azimuth, t.angular.elevation, d.azimuth, d.elevation)
-                   < self.duplicate_dist for t in self._tracks):
+            if any(angular_distance_scalar(t.angular.azimuth, t.angular.elevation,
+                                           d.azimuth, d.elevation) < self.duplicate_dist
+                   for t in self._tracks):
                 continue
             track = _Track(d, stamp_ns, self.meas_std, self.birth_window, True)
             if d.position is not None:
@@ -607,8 +601,9 @@ class SpeakerTracker:
         keep = []
         for t in self._tracks:
             if not t.confirmed and any(
-                    _angdist(t.angular.azimuth, t.angular.elevation,
-                             c.angular.azimuth, c.angular.elevation) < self.duplicate_dist
+                    angular_distance_scalar(t.angular.azimuth, t.angular.elevation,
+                                            c.angular.azimuth, c.angular.elevation)
+                    < self.duplicate_dist
                     for c in confirmed):
                 self.diagnostics["duplicates_pruned"] += 1
                 continue

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 
 NS_PER_S = 1_000_000_000
@@ -37,6 +39,14 @@ def angular_distance(az1, el1, az2, el2) -> np.ndarray:
     c = (np.sin(el1) * np.sin(el2)
          + np.cos(el1) * np.cos(el2) * np.cos(np.asarray(az1) - np.asarray(az2)))
     return np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def angular_distance_scalar(az1: float, el1: float, az2: float, el2: float) -> float:
+    """:func:`angular_distance` for Python floats (math, not numpy: the tracker and the peak
+    ranking call it per pair per frame, where numpy's call overhead would dominate)."""
+    c = (math.sin(el1) * math.sin(el2)
+         + math.cos(el1) * math.cos(el2) * math.cos(az1 - az2))
+    return math.acos(min(max(c, -1.0), 1.0))
 
 
 def wrap_angle(a):
