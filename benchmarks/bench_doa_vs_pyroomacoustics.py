@@ -15,7 +15,8 @@ Every 0.1 s a causal 0.256 s window (nfft 512, hop 256, 16 kHz) is cut; the same
 same azimuth grid (2 deg) go to pyroomacoustics' SRP, MUSIC, NormMUSIC and TOPS (told the true
 number of sources, band --fmin..--fmax) and to our DoaEstimator (music and srp_phat, with the
 shipped ``doa.smoothing_s`` and memoryless, peaks capped at the true number of sources; plus
-one row with up to 3 peaks, as the pipeline runs it by default).
+one row with up to 3 peaks, as the pipeline runs it by default, and one steering the horizontal
+plane like pyroomacoustics' 2-D algorithms instead of the shipped elevated ring).
 Scored like evaluation.metrics.doa_accuracy: on each window whose end is inside a talker's
 ground-truth activity (dry-signal 20 ms energy within 30 dB of its 95th percentile, 0.1 s
 hangover), the N most confident estimates (N = active talkers; pyroomacoustics' ranked by its
@@ -237,6 +238,11 @@ def run_mode(n_talkers: int, args, speech_files, noise_base) -> dict[str, Score]
                       "doa.freq_max_hz": args.fmax, "doa.max_sources": n_talkers,
                       "doa.smoothing_s": smooth})
             ours[f"ours {method}" + ("" if smooth else " (memoryless)")] = p
+    # pyroomacoustics' 2-D algorithms steer the horizontal plane; ours steers a ring at
+    # doa.azimuth_only_elevation_deg. This row steers the horizontal plane too (same model)
+    p = dict(ours["ours music"])
+    p["doa.azimuth_only_elevation_deg"] = 0.0
+    ours["ours music, horizontal ring"] = p
     # as the pipeline runs it (doa.max_sources 3): up to 3 peaks, of which the N most
     # confident are scored (N active talkers), as evaluation.metrics.doa_accuracy does
     p = defaults()

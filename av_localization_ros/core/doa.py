@@ -123,10 +123,25 @@ class DirectionGrid:
         return self._wraps
 
     @classmethod
-    def azimuth_only(cls, step_deg: float = 2.0) -> "DirectionGrid":
-        """Horizontal circle (elevation 0), azimuths ``-180, -180 + step, ...`` deg."""
+    def azimuth_only(cls, step_deg: float = 2.0, elevation_deg: float = 0.0) -> "DirectionGrid":
+        """One ring: azimuths ``-180, -180 + step, ...`` deg at elevation ``elevation_deg``.
+
+        Why a ring above the horizon (``doa.azimuth_only_elevation_deg``): a planar array
+        measures ``cos(el) (p_ij . u_horizontal)`` - in-plane delays shrink with elevation - and
+        it cannot resolve the elevation itself. A talker's mouth is usually above the array
+        (robot or table height), and the floor and ceiling reflections reach the array with the
+        same azimuth at larger |elevation|, so the delays observed are those of a direction well
+        above the horizon. Steering the ring there fits them (held-back tuning scenes, 0 ->
+        30 deg: one talker top-1 ACC@10 0.992 -> 0.994, two talkers top-2 0.803 -> 0.851, three
+        walking talkers MOTA 0.770 -> 0.802, IDF1 0.726 -> 0.747; talkers' true elevations
+        there: median 12, 90th percentile 28 deg). The azimuth is what is estimated; the
+        elevation reported with it is the ring's.
+        """
         n = max(3, int(round(360.0 / float(step_deg))))
-        return cls(-np.pi + _TWO_PI * np.arange(n) / n, np.zeros(1))
+        el = float(elevation_deg)
+        if not -90.0 < el < 90.0:
+            raise ValueError(f"the azimuth-only ring needs -90 < elevation < 90 deg, got {el}")
+        return cls(-np.pi + _TWO_PI * np.arange(n) / n, np.array([np.deg2rad(el)]))
 
     @classmethod
     def sphere(cls, az_step_deg: float = 2.0, el_step_deg: float = 10.0,
@@ -142,14 +157,16 @@ class DirectionGrid:
 
     @classmethod
     def from_params(cls, params: dict) -> "DirectionGrid":
-        """From ``doa.azimuth_resolution_deg``, ``doa.azimuth_only`` and, for the sphere,
-        ``doa.elevation_resolution_deg``, ``doa.min_elevation_deg``, ``doa.max_elevation_deg``."""
-        az_step = float(params.get("doa.azimuth_resolution_deg", 2.0))
-        if bool(params.get("doa.azimuth_only", True)):
-            return cls.azimuth_only(az_step)
-        return cls.sphere(az_step, float(params.get("doa.elevation_resolution_deg", 10.0)),
-                          float(params.get("doa.min_elevation_deg", -20.0)),
-                          float(params.get("doa.max_elevation_deg", 80.0)))
+        """From ``doa.azimuth_resolution_deg``, ``doa.azimuth_only`` and its ring's
+        ``doa.azimuth_only_elevation_deg`` or, for the sphere, ``doa.elevation_resolution_deg``,
+        ``doa.min_elevation_deg``, ``doa.max_elevation_deg`` (the full parameter dict, as
+        ``params.load_params`` returns it)."""
+        az_step = float(params["doa.azimuth_resolution_deg"])
+        if bool(params["doa.azimuth_only"]):
+            return cls.azimuth_only(az_step, float(params["doa.azimuth_only_elevation_deg"]))
+        return cls.sphere(az_step, float(params["doa.elevation_resolution_deg"]),
+                          float(params["doa.min_elevation_deg"]),
+                          float(params["doa.max_elevation_deg"]))
 
 
 def _pair_tdoas(mic_positions: np.ndarray, grid: DirectionGrid, c: float) -> np.ndarray:
