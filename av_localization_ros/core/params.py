@@ -55,7 +55,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "doa.min_peak_confidence": ParamSpec(0.15, "Peaks below this relative height are discarded."),
     # --- voice activity ---
     "vad.method": ParamSpec("energy", "energy (adaptive noise floor) or silero (needs torch)."),
-    "vad.threshold": ParamSpec(0.2, "Voice probability above which a frame is voice-active."),
+    "vad.threshold": ParamSpec(0.15, "Voice probability above which a frame is voice-active."),
     # --- tracker ---
     "tracker.gate_deg": ParamSpec(25.0, "Association gate (great-circle degrees)."),
     "tracker.birth_hits": ParamSpec(3, "Hits within birth_window needed to confirm a track."),
