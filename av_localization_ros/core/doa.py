@@ -457,7 +457,7 @@ class DoaEstimator:
     * Recursive smoothing over windows, time constant ``doa.smoothing_s`` (``a = exp(-dt /
       tau)`` from the stamps): one 0.256 s window of a 64 mm aperture in a reverberant room is
       too little evidence (two static talkers, published top-2 peaks ACC@10 0.79 at 0.05 s,
-      0.80 at 0.15 s, 0.82 at 0.5 s). The price is memory: a walking talker is reported
+      0.80 at 0.15 s, 0.82 at 0.5 s, horizontal ring). The price is memory: a walking talker is reported
       behind, and after a turn change the previous talker stays on the map (three-talker MOTA
       0.78 at 0.15 s, 0.71 at 0.5 s, even with :meth:`peak_activity` ranking, measured before
       bands of 2 bins). The default 0.15 s is the compromise (tuning seeds 0-23); 0 =
