@@ -2,10 +2,11 @@
 """Real-time factor of the whole audio path, per core, with the timing of each stage.
 
 The audio path is what the node runs for every DoA step: ring-buffer push of each chunk,
-window slicing, VAD, STFT + SRP-PHAT, peak picking and tracking. Pinned to one thread, the
-real-time factor is audio seconds processed per wall second ("per core"). Each configuration
-runs ``--repeats`` times on a fresh localizer and the median run is reported (a shared VM
-varies by ~5-10% from run to run), with the slowest and fastest beside it.
+window slicing, STFT, VAD, DoA (MUSIC and SRP-PHAT rows), peak picking and tracking. Pinned
+to one thread, the real-time factor is audio seconds processed per wall second ("per core").
+Each configuration runs ``--repeats`` times on a fresh localizer and the median run is
+reported (a shared VM varies by ~5-10% from run to run), with the slowest and fastest beside
+it.
 
     python benchmarks/bench_realtime.py --seconds 60
 """
@@ -40,6 +41,7 @@ def main():
     audio = np.tile(rec.audio, (1, reps))[:, : int(args.seconds * fs)]
     params = defaults()
     params["heatmap.enabled"] = False
+    chunk = int(args.chunk_ms * fs / 1000)
     results = {}
     for method, rate in (("music", 10.0), ("srp_phat", 10.0), ("music", 30.0), ("srp_phat", 30.0)):
         params["doa.method"] = method
@@ -48,7 +50,6 @@ def main():
         for _ in range(max(1, args.repeats)):
             loc = StreamingLocalizer(params)
             loc.on_audio_info(audio.shape[0], fs, "F32LE")
-            chunk = int(args.chunk_ms * fs / 1000)
             t0 = time.perf_counter()
             n_out = 0
             for k in range(0, audio.shape[1] - chunk + 1, chunk):

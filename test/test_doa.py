@@ -131,8 +131,8 @@ def test_ring_elevation_matches_the_delays_of_an_elevated_source():
     # free field, source 30 deg above the array plane: its in-plane delays are cos(30) of a
     # horizontal source's, so only the ring at 30 deg sees fully coherent pairs (SRP-PHAT = 1)
     y = simulate(RESPEAKER, [source_at(40.0, 30.0, dist=2.0)], [white(8000, 1)], rt60=0.0)
-    X = window_spectra(AudioWindow(y, 0, FS), 512, 256).transpose(0, 2, 1)  # (M, F, T)
-    freqs = np.arange(X.shape[1]) * FS / 512
+    X = window_spectra(AudioWindow(y, 0, FS), NFFT, HOP).transpose(0, 2, 1)  # (M, F, T)
+    freqs = stft_freqs(NFFT, FS)
     peak = {}
     for el in (0.0, 30.0):
         g = D.DirectionGrid.azimuth_only(2.0, el)

@@ -457,17 +457,20 @@ class DoaEstimator:
     * Recursive smoothing over windows, time constant ``doa.smoothing_s`` (``a = exp(-dt /
       tau)`` from the stamps): one 0.256 s window of a 64 mm aperture in a reverberant room is
       too little evidence (two static talkers, published top-2 peaks ACC@10 0.79 at 0.05 s,
-      0.80 at 0.15 s, 0.82 at 0.5 s, horizontal ring). The price is memory: a walking talker is reported
-      behind, and after a turn change the previous talker stays on the map (three-talker MOTA
-      0.78 at 0.15 s, 0.71 at 0.5 s, even with :meth:`peak_activity` ranking, measured before
-      bands of 2 bins). The default 0.15 s is the compromise (tuning seeds 0-23); 0 =
-      memoryless.
+      0.80 at 0.15 s, 0.82 at 0.5 s, horizontal ring). The price is memory: a walking talker
+      is reported behind, and after a turn change the previous talker stays on the map
+      (three-talker MOTA 0.78 at 0.15 s, 0.71 at 0.5 s, even with :meth:`peak_activity`
+      ranking, measured before bands of 2 bins). The default 0.15 s is the compromise (tuning
+      seeds 0-23); 0 = memoryless.
     * Two simultaneous talkers: SRP lobes of a 64 mm aperture are 60-90 deg wide, so the
       weaker talker's peak is pushed 15-30 deg off by the stronger one's lobe or vanishes in
-      it (ACC@10 ~0.45-0.55, scored then with any of up to 3 peaks). Per-cell direction voting (W-disjoint orthogonality), coherence
-      bin selection and matching-pursuit deflation of the SRP map were tried; MUSIC, whose
-      noise-subspace nulls add no lobes, did best. Bins up to ~7.5 kHz (``doa.freq_max_hz``)
-      add ~+0.05-0.1 ACC@10 for both methods (narrower lobes; fricatives carry energy there).
+      it (ACC@10 ~0.45-0.55, scored then with any of up to 3 peaks). Per-cell direction voting
+      (W-disjoint orthogonality), coherence bin selection and matching-pursuit deflation of the
+      SRP map were tried; MUSIC, whose noise-subspace nulls add no lobes, did best (RAP-MUSIC
+      deflation of the first talker was tried too: its imperfectly removed residue leaves
+      mirror ghosts, two-talker top-2 ACC@10 0.80 -> 0.63). Bins up to ~7.5 kHz
+      (``doa.freq_max_hz``) add ~+0.05-0.1 ACC@10 for both methods (narrower lobes; fricatives
+      carry energy there).
     """
 
     def __init__(self, mic_array: MicArray, params: dict):

@@ -49,11 +49,9 @@ def rank_by_track_support(peaks: Sequence[DoaPeak], tracks: Sequence[TrackState]
     still the previous talker (whose track has stopped speaking). On the tuning scenes, top-N
     ACC@10 (measured on the horizontal ring): two static talkers 0.744 (map height alone) ->
     0.778 (any confirmed track, s = 1) -> 0.803 (s = 1 / 0.5 / 0); three walking talkers 0.768
-    -> 0.770 -> 0.810; one talker 0.988 -> 0.992. Published peaks only: the tracker reads each window's own peaks, so there
-    is no feedback loop.
+    -> 0.770 -> 0.810; one talker 0.988 -> 0.992. Published peaks only: the tracker reads each
+    window's own peaks, so there is no feedback loop.
     """
-    if not peaks:
-        return []
     ranked = []
     for p in peaks:
         support = max((1.0 if t.speaking else SILENT_TRACK_SUPPORT for t in tracks
@@ -169,21 +167,19 @@ class Pipeline:
         average.
         """
         tau = self.map_smoothing_s
+        if tau <= 0.0:
+            return window_map, rank_by_track_support(window_peaks, tracks, self.tracker.gate)
         last = self._map_stamp_ns
         self._map_stamp_ns = stamp_ns
         dt = None if last is None else (stamp_ns - last) / NS_PER_S
-        if tau <= 0.0 or dt is None or not 0.0 < dt <= MAX_GAP_S or self._map is None:
+        if dt is None or not 0.0 < dt <= MAX_GAP_S or self._map is None:
             self._map = window_map
         else:
             a = np.float32(np.exp(-dt / tau))
             self._map = a * self._map + (np.float32(1.0) - a) * window_map
         d = self.doa
-        if tau <= 0.0:
-            doa_map, peaks = window_map, window_peaks
-        else:
-            doa_map = self._map
-            peaks = find_peaks(doa_map, d.grid, d.max_sources, d.min_separation, d.min_rel_height)
-        return doa_map, rank_by_track_support(peaks, tracks, self.tracker.gate)
+        peaks = find_peaks(self._map, d.grid, d.max_sources, d.min_separation, d.min_rel_height)
+        return self._map, rank_by_track_support(peaks, tracks, self.tracker.gate)
 
     def _detections(self, peaks) -> list[Detection]:
         """What the tracker sees: the peak that is loudest in this window (the map is smoothed,

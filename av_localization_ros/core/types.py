@@ -9,9 +9,8 @@ Conventions (see docs/ARCHITECTURE.md):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 

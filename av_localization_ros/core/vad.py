@@ -8,10 +8,13 @@ than ``MAX_GAP_S``. ``make_vad(params)`` picks one by ``vad.method``.
   energy of the channel mean against an adaptive noise floor. With ``E_t`` the band energy of
   STFT frame ``t`` and ``N`` the floor (minimum statistics: it follows any lower frame at once
   and rises at most ``FLOOR_RISE_DB_S``), the window's SNR is taken on its louder frames,
-  ``snr = 10 log10(q_75(E_t) / N)`` over the last ``RECENT_S`` of the window (windows end at the
-  image stamp, so the recent frames decide), and ``p = 1 / (1 + exp(-(snr - SNR_MID_DB) /
-  SNR_SLOPE_DB))``. A stationary noise of any level converges to ``p ~ 0`` within seconds;
-  non-stationary noise (clatter) can look like speech: use ``silero`` there.
+  ``snr = 10 log10(q_75(E_t) / N)`` over the last ``RECENT_S`` of the window, and ``p = 1 / (1
+  + exp(-(snr - SNR_MID_DB) / SNR_SLOPE_DB))``. The newest frames decide: with the default
+  ``audio.lookahead_s`` they lie after the stamp, as does the evidence the DoA and the tracker
+  act on (moving them back towards the stamp lowered three-talker MOTA, 0.81 -> 0.80 at 3
+  frames, 0.76 at 9, on 48 tuning scenes). A stationary noise of any level converges to
+  ``p ~ 0`` within seconds; non-stationary noise (clatter) can look like speech: use
+  ``silero`` there.
 * :class:`SileroVad`: the Silero VAD v5 network (``silero-vad`` wheel, model inside the wheel,
   offline; ONNX Runtime when available, else TorchScript, which needs torch). It is run as a
   stream on the channel mean resampled to 16 kHz, 512-sample chunks, only on the samples that
