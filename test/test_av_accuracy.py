@@ -30,7 +30,9 @@ def test_shipped_model_beats_centre_prior():
                     reason="no shipped model in models/")
 def test_shipped_model_points_at_the_active_sim_talker():
     """Demo scene seed 0 (never trained on): the displayed heatmap's peak lands on the talker
-    who is speaking more often than on a visible-person prior (the synthetic-only model: 0.44)."""
+    who is speaking more often than on a visible-person prior (~0.5: a silent talker is in
+    view too). The shipped model: 0.86; the earlier model whose training scenes tied each
+    talker's voice to its shirt colour: 0.52."""
     from av_localization_ros.av.data import SimSceneAV
     from av_localization_ros.sim.scenarios import make_scenario
     ds = SimSceneAV([make_scenario("demo", 0)], every_n_frames=4)

@@ -18,7 +18,7 @@ from av_localization_ros.sim import (SceneConfig, SceneConfigError, SpeechLibrar
                                      room_impulse_responses, simulate_audio, simulate_scene,
                                      validate_config)
 from av_localization_ros.sim.render import SKIN_COLOURS
-from av_localization_ros.sim.speech import ASSETS_DIR
+from av_localization_ros.sim.speech import ASSETS_DIR, speaker_of
 
 FS = 16000
 C = SPEED_OF_SOUND_M_S
@@ -303,6 +303,49 @@ def test_shipped_speech_assets_load(monkeypatch):
     # Resampling path: the same clips read at 8 kHz are half as long.
     lib8 = SpeechLibrary(ASSETS_DIR, sample_rate=8000)
     assert abs(len(lib8.clips[0]) * 2 - len(lib.clips[0])) < 400
+
+
+@pytest.mark.parametrize("stem, speaker", [
+    ("cmu_arctic_us_aew_a0002", "cmu_arctic_us_aew"), ("vctk_p286_011", "vctk_p286"),
+    ("rtvc_1320_00000", "rtvc_1320"), ("alice-12", "alice"), ("xmas_male_cc0", "xmas_male_cc0"),
+    ("librivox_flatland_female_pd", "librivox_flatland_female_pd")])
+def test_speaker_of_strips_the_utterance_number(stem, speaker):
+    assert speaker_of(stem) == speaker
+
+
+def _best_clip(segment: np.ndarray, clips) -> tuple[int, float]:
+    """Index of the clip a dry-speech segment was cut from (largest cross-correlation peak
+    relative to the clip's energy) and the margin over the runner-up."""
+    scores = []
+    for c in clips:
+        n = 1 << int(np.ceil(np.log2(len(segment) + len(c))))
+        xc = np.fft.irfft(np.fft.rfft(segment, n) * np.conj(np.fft.rfft(c, n)), n)
+        scores.append(np.max(np.abs(xc)) / float(np.dot(c, c)))
+    order = np.argsort(scores)[::-1]
+    return int(order[0]), scores[order[0]] / max(scores[order[1]], 1e-12)
+
+
+def test_each_talker_keeps_one_voice(monkeypatch):
+    """A talker is one person: every utterance of a talker comes from one speaker's clips, and
+    the talkers of a scene are different speakers (the shipped clips: one voice each)."""
+    monkeypatch.delenv("AVLOC_SPEECH_DIR", raising=False)
+    lib = SpeechLibrary()
+    cfg = make_scenario("moving3", 5)
+    comp = simulate_audio(cfg)
+    used = []
+    for i, tk in enumerate(cfg.talkers):
+        x = comp.dry[i]
+        found = set()
+        for a, b in tk.speaking:
+            seg = x[int(a * FS):int(b * FS)]
+            if len(seg) < FS // 2:
+                continue
+            k, margin = _best_clip(seg, lib.clips)
+            assert margin > 1.5, (i, a, margin)
+            found.add(speaker_of(lib.names[k]))
+        assert len(found) == 1, (i, found)
+        used.append(found.pop())
+    assert len(set(used)) == len(cfg.talkers), used
 
 
 def test_real_speech_directory_resampled():

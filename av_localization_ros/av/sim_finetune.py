@@ -222,6 +222,7 @@ def finetune(cfg: FTConfig):
 def sim_eval_sets(model, out: Path, every_n=3):
     """Held-out sim sets (torch path, precomputed features): {name: dict of tensors + boxes}."""
     from .data import SimSceneAV
+    out.mkdir(parents=True, exist_ok=True)
     sets = {}
     for k, seeds in EVAL_SEEDS.items():
         cache = out / f"sim_eval_{k}.pt"

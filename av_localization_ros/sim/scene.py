@@ -30,6 +30,13 @@ Moving talkers
     anchor's early RIR, and the late tail is convolved once with the dry signal weighted by the
     interpolated tail gain.
 
+Voices
+    Each speech talker is one speaker of the speech library (``talker_voices``: distinct
+    speakers drawn at random per scene, ``SpeechLibrary.voices``), so a talker keeps one voice
+    through the scene and no talker index is tied to a voice across scenes (the renderer ties
+    clothes colours to the talker index: a fixed voice-to-index mapping would let an
+    audio-visual model pair voices with colours instead of sounds with mouths).
+
 Noise and SNR
     ``diffuse_noise=True``: a spherically isotropic (diffuse) noise field, i.e. independent
     noise mixed per STFT bin so that the inter-mic coherence is sin(kd)/(kd), built from pink
@@ -505,9 +512,12 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
 
 
-def dry_source(tk: TalkerConfig, talker_index: int, n_talkers: int, cfg: SceneConfig,
+def dry_source(tk: TalkerConfig, voice: list[int] | None, cfg: SceneConfig,
                rng: np.random.Generator) -> np.ndarray:
-    """The talker's dry signal (float64, ``n`` samples): silence outside its intervals."""
+    """The talker's dry signal (float64, ``n`` samples): silence outside its intervals.
+
+    ``voice``: the clip indices of the one speaker this talker is (``SpeechLibrary.voices``;
+    see :func:`talker_voices`); None = any clip."""
     fs = int(cfg.sample_rate)
     n = int(round(cfg.duration_s * fs))
     x = np.zeros(n)
@@ -515,10 +525,8 @@ def dry_source(tk: TalkerConfig, talker_index: int, n_talkers: int, cfg: SceneCo
     gain = 10.0 ** (tk.gain_db / 20.0)
     if tk.signal == "speech":
         lib = get_library(cfg.speech_dir, fs)
-        k = len(lib)
-        pool = [j for j in range(k) if j % n_talkers == talker_index] if k >= n_talkers else None
         for a, b in _runs(mask):
-            x[a:b] = lib.utterance(rng, (b - a) / fs, clip_indices=pool)
+            x[a:b] = lib.utterance(rng, (b - a) / fs, clip_indices=voice)
     else:  # white_noise
         for a, b in _runs(mask):
             x[a:b] = 0.1 * rng.standard_normal(b - a)
@@ -530,6 +538,20 @@ def dry_source(tk: TalkerConfig, talker_index: int, n_talkers: int, cfg: SceneCo
             x[a:a + m] *= r
             x[b - m:b] *= r[::-1]
     return x * gain
+
+
+def talker_voices(cfg: SceneConfig, rng: np.random.Generator) -> list[list[int] | None]:
+    """One speaker per talker (their clip indices), distinct while the library has enough
+    speakers, drawn at random per scene: a person keeps one voice through the scene, and
+    voices vary across scenes. None for talkers that are not speech sources."""
+    voices = [None] * len(cfg.talkers)
+    speech = [i for i, tk in enumerate(cfg.talkers) if tk.signal == "speech"]
+    if speech:
+        pool = get_library(cfg.speech_dir, int(cfg.sample_rate)).voices
+        order = rng.permutation(len(pool))
+        for k, i in enumerate(speech):
+            voices[i] = pool[int(order[k % len(pool)])]
+    return voices
 
 
 def activity_mask(x: np.ndarray, intervals, fs: int, threshold_db: float,
@@ -641,17 +663,18 @@ def simulate_audio(cfg: SceneConfig) -> AudioComponents:
     mic_room = mics.positions + np.asarray(cfg.array_position, dtype=np.float64)
     acoustics = RoomAcoustics(cfg.room_dim, cfg.rt60_s, mic_room, fs)
     ss = np.random.SeedSequence(int(cfg.seed))
-    s_speech, s_rir, s_noise = ss.spawn(3)
+    s_speech, s_rir, s_noise, s_voice = ss.spawn(4)
     t_count = len(cfg.talkers)
     rng_src = [np.random.default_rng(s) for s in s_speech.spawn(max(t_count, 1))]
     rng_rir = [np.random.default_rng(s) for s in s_rir.spawn(max(t_count, 1))]
     rng_noise = np.random.default_rng(s_noise)
+    voices = talker_voices(cfg, np.random.default_rng(s_voice))
 
     dry = np.zeros((t_count, n))
     active = np.zeros((t_count, n), dtype=bool)
     speech = np.zeros((t_count, mics.n_mics, n))
     for i, tk in enumerate(cfg.talkers):
-        dry[i] = dry_source(tk, i, t_count, cfg, rng_src[i])
+        dry[i] = dry_source(tk, voices[i], cfg, rng_src[i])
         active[i] = activity_mask(dry[i], tk.speaking, fs, cfg.vad_threshold_db,
                                   cfg.vad_hangover_s)
         speech[i] = spatialise(dry[i], tk, cfg, acoustics, rng_rir[i])

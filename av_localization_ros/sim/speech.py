@@ -15,11 +15,18 @@ Where the clips come from:
 
 ``default_speech_dir()`` is the team's shared folder of real speech
 (``<repo>/../shared/data/speech``) when it exists; it does not exist on a fresh clone.
+
+Voices: a talker is one person, so the simulator gives each talker the clips of one speaker.
+``speaker_of(stem)`` names the speaker of a file: its stem without a trailing utterance number
+(``cmu_arctic_us_aew_a0002`` -> ``cmu_arctic_us_aew``, ``vctk_p286_011`` -> ``vctk_p286``,
+``rtvc_1320_00000`` -> ``rtvc_1320``); a stem without one is a speaker of its own. Name your
+own recordings ``<speaker>_<number>.wav`` to group them.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 from math import gcd
 from pathlib import Path
@@ -35,6 +42,13 @@ CLIP_ACTIVE_RMS = 0.1  # RMS of every clip over its active (non-silent) frames
 _SILENCE_DB = 40.0  # frames more than this below the loudest frame count as silence
 _FRAME_S = 0.02
 _EDGE_FADE_S = 0.005
+_UTTERANCE_SUFFIX = re.compile(r"^(.+?)[_-][a-z]?\d+$", re.IGNORECASE)
+
+
+def speaker_of(stem: str) -> str:
+    """The speaker a clip belongs to: its file stem without a trailing utterance number."""
+    m = _UTTERANCE_SUFFIX.match(stem)
+    return m.group(1) if m else stem
 
 
 def _repo_root() -> Path:
@@ -110,7 +124,8 @@ class SpeechLibrary:
     """Mono speech clips at ``sample_rate``, trimmed and level-normalised.
 
     Attributes: ``clips`` (list of float32 arrays), ``names`` (file stems), ``source``
-    (``"directory"`` or ``"assets"``), ``directory`` (Path), ``skipped`` (``[(name, reason)]``).
+    (``"directory"`` or ``"assets"``), ``directory`` (Path), ``skipped`` (``[(name, reason)]``),
+    ``voices`` (clip indices per speaker, speakers in name order; see :func:`speaker_of`).
     """
 
     def __init__(self, directory: str | os.PathLike | None = None, sample_rate: int = 16000,
@@ -146,6 +161,10 @@ class SpeechLibrary:
                           f"{self.directory}: {self.skipped}", stacklevel=2)
         if not self.clips:
             raise ValueError(f"no usable speech files in {self.directory}")
+        by_speaker: dict[str, list[int]] = {}
+        for i, name in enumerate(self.names):
+            by_speaker.setdefault(speaker_of(name), []).append(i)
+        self.voices: list[list[int]] = [by_speaker[k] for k in sorted(by_speaker)]
 
     def __len__(self) -> int:
         return len(self.clips)
