@@ -91,13 +91,14 @@ def main() -> int:
                           "locata.ospa_deg")
                 if isinstance(m.get(k), (int, float))), flush=True)
         keys = sorted({k for m in per_scene for k, v in m.items() if isinstance(v, (int, float))})
-        mean = {k: float(np.nanmean([m[k] if isinstance(m.get(k), (int, float)) else np.nan
-                                     for m in per_scene])) for k in keys}
+        # one value per scene and metric, NaN where a scene has none
+        columns = {k: [m[k] if isinstance(m.get(k), (int, float)) else np.nan for m in per_scene]
+                   for k in keys}
+        mean = {k: float(np.nanmean(v)) for k, v in columns.items()}
         checks = {}
         for key, (op, target) in TARGETS.get(kind, {}).items():
             value = mean.get(key, float("nan"))
-            lo, hi = bootstrap_interval([m[key] if isinstance(m.get(key), (int, float))
-                                         else np.nan for m in per_scene])
+            lo, hi = bootstrap_interval(columns.get(key, []))
             checks[key] = {"value": value, "ci95": [lo, hi], "target": f"{op} {target}",
                            "pass": bool(value <= target if op == "<=" else value >= target)}
         summary[kind] = {"scenes": args.scenes, "mean": mean, "checks": checks,
