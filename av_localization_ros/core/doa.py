@@ -318,7 +318,7 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
     confidence is ``h``: 1 for the main peak, the height of a secondary peak relative to the
     main one above the map's floor.
     """
-    m = np.asarray(doa_map, dtype=np.float64)
+    m = np.asarray(doa_map)
     n_el, n_az = grid.shape
     if m.size != n_el * n_az or max_sources <= 0:
         return []
@@ -327,7 +327,7 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
     # min/max propagate NaN and reach +-Inf, so finite extremes mean a finite map
     if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
         return []
-    rel = (m - lo) / (hi - lo)
+    rel = (m.astype(np.float64) - lo) / (hi - lo)
     wraps = grid.azimuth_wraps
     pad = np.full((n_el + 2, n_az + 2), -np.inf)
     pad[1:-1, 1:-1] = rel
@@ -346,35 +346,38 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
     if flat.size == 0:
         return []
     flat = flat[np.argsort(-rel.ravel()[flat], kind="stable")][:32]
+    # cosines between all candidates at once; the greedy pass below is plain Python (a few
+    # candidates: per-pair numpy calls would cost more than the arithmetic)
+    units = grid.unit_vectors.reshape(-1, 3)[flat]
+    cos_pairs = (units @ units.T).tolist()
+    cos_sep = math.cos(min_separation_rad)
     az_step = _TWO_PI / n_az if wraps else (
         float(np.mean(np.diff(grid.azimuths))) if n_az > 1 else 0.0)
     el_step = float(np.mean(np.diff(grid.elevations))) if n_el > 1 else 0.0
-    cos_sep = float(np.cos(min_separation_rad))
     peaks: list[DoaPeak] = []
-    acc: list[np.ndarray] = []
-    for idx in flat:
-        e, a = divmod(int(idx), n_az)
-        u = grid.unit_vectors[e, a]
-        if acc and max(float(u @ q) for q in acc) > cos_sep:
+    accepted: list[int] = []
+    for k, idx in enumerate(flat.tolist()):
+        if any(cos_pairs[k][j] > cos_sep for j in accepted):
             continue  # closer than min_separation to a stronger peak
+        e, a = divmod(idx, n_az)
         az = float(grid.azimuths[a])
         el = float(grid.elevations[e])
         if n_az >= 3 and (wraps or 0 < a < n_az - 1):  # parabolic refinement
-            y0, y1, y2 = pad[1 + e, a], pad[1 + e, a + 1], pad[1 + e, a + 2]
+            y0, y1, y2 = pad[1 + e, a:a + 3].tolist()
             den = y0 - 2.0 * y1 + y2
-            if np.isfinite(den) and den < 0:
+            if math.isfinite(den) and den < 0:
                 az += az_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
         if n_el >= 3 and 0 < e < n_el - 1:
-            y0, y1, y2 = pad[e, 1 + a], pad[1 + e, 1 + a], pad[2 + e, 1 + a]
+            y0, y1, y2 = pad[e:e + 3, 1 + a].tolist()
             den = y0 - 2.0 * y1 + y2
             if den < 0:
                 el += el_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
-        az = (az + np.pi) % _TWO_PI - np.pi
-        if az <= -np.pi:
+        az = (az + math.pi) % _TWO_PI - math.pi
+        if az <= -math.pi:
             az += _TWO_PI
-        acc.append(u)
-        peaks.append(DoaPeak(azimuth=float(az), elevation=float(el),
-                             confidence=float(min(max(rel[e, a], 0.0), 1.0))))
+        accepted.append(k)
+        peaks.append(DoaPeak(azimuth=az, elevation=el,
+                             confidence=min(max(float(rel[e, a]), 0.0), 1.0)))
         if len(peaks) >= max_sources:
             break
     return peaks
