@@ -14,3 +14,12 @@ def shared_speech_dir():
     if not d.is_dir():
         pytest.skip("../shared/data/speech is absent (real speech recordings live outside the repo)")
     return d
+
+
+@pytest.fixture(scope="session")
+def shared_ula_dir():
+    d = SHARED_DATA / "mic_array" / "ula8_spatialaudio"
+    if not d.is_dir():
+        pytest.skip("../shared/data/mic_array/ula8_spatialaudio is absent (real array "
+                    "recordings live outside the repo)")
+    return d

@@ -50,3 +50,14 @@ def syllables(n, seed, floor=0.0):
     falling silent between syllables)."""
     t = np.arange(n) / FS
     return white(n, seed) * (floor + np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2)
+
+
+def process_windows(pipe, audio, sample_rate=FS, rate_hz=10.0, t0_ns=1_000_000_000):
+    """``Pipeline.process`` on the windows of ``audio`` ``(M, N)``, one every ``1 / rate_hz``
+    seconds, stamped from the sample index; the list of outputs."""
+    from av_localization_ros.core.types import AudioWindow
+
+    win, step = pipe.window_samples, int(round(sample_rate / rate_hz))
+    return [pipe.process(AudioWindow(audio[:, s:s + win],
+                                     t0_ns + s * 1_000_000_000 // sample_rate, sample_rate))
+            for s in range(0, audio.shape[1] - win + 1, step)]

@@ -6,7 +6,7 @@ import pytest
 from av_localization_ros.core.params import defaults
 from av_localization_ros.core.pipeline import Pipeline, rank_by_track_support
 from av_localization_ros.core.types import AudioWindow, DoaPeak, TrackState
-from roomsim import FS, RESPEAKER, simulate, source_at, syllables
+from roomsim import FS, RESPEAKER, process_windows, simulate, source_at, syllables
 
 T0 = 1_000_000_000
 AZ_A, AZ_B = -60.0, 70.0
@@ -28,10 +28,7 @@ def run(audio, **over):
     p = defaults()
     p.update({"heatmap.enabled": False, **over})
     pipe = Pipeline(p, FS)
-    win, step = pipe.window_samples, FS // 15
-    outs = [pipe.process(AudioWindow(audio[:, s:s + win], T0 + s * 1_000_000_000 // FS, FS))
-            for s in range(0, audio.shape[1] - win + 1, step)]
-    return pipe, outs
+    return pipe, process_windows(pipe, audio, rate_hz=15.0, t0_ns=T0)
 
 
 def near(peaks, az_deg, tol=15.0):

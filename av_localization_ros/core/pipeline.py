@@ -7,6 +7,12 @@
                                                         (ranked with the tracks' support)
     image  --HeatmapRunner--> audio-visual heatmap --fusion with the projected DoA map-->
 
+Channels that carry no signal (a dead or unplugged microphone, :mod:`.channels`) are left out
+of the VAD and the DoA while they stay dead: the DoA runs on the live sub-array (one
+estimator per set of live channels, built on first use), and the dead channels are counted in
+``dead_channel_windows`` and named in ``dead_channels``. Fewer than two live channels: the
+window is dropped (``InputError`` ``dead_channels``).
+
 Outputs are stamped from the data: the image stamp when an image drives the step, otherwise
 the audio sample time ``audio.lookahead_s`` before the window's end. A window ends
 ``audio.lookahead_s`` after the stamp it describes (fixed-lag estimation; 0 = causal, lowest
@@ -16,6 +22,7 @@ latency. Replay, benchmarks and the ROS nodes call this unchanged.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Sequence
 
@@ -23,6 +30,7 @@ import cv2
 import numpy as np
 
 from .camera import CameraGeometry
+from .channels import DEAD_DB, ChannelHealth
 from .doa import MAX_GAP_S, DoaEstimator, find_peaks
 from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
@@ -32,6 +40,7 @@ from .types import (NS_PER_S, AudioWindow, Detection, DoaFrame, DoaPeak, ImageFr
                     PipelineOutput, TrackState, angular_distance_scalar)
 from .vad import make_vad
 
+log = logging.getLogger(__name__)
 
 SILENT_TRACK_SUPPORT = 0.5  # support of a peak near a confirmed track that is not speaking now
 
@@ -77,7 +86,11 @@ class Pipeline:
         self.mic_array = MicArray.from_params(self.params)
         # The estimator sizes its STFT/bands from the rate it is given.
         self.params["sample_rate"] = self.sample_rate
-        self.doa = DoaEstimator(self.mic_array, self.params)
+        self.doa = DoaEstimator(self.mic_array, self.params)  # the one in use (live channels)
+        self._estimators: dict[tuple[int, ...], DoaEstimator] = {(): self.doa}  # by dead set
+        self.channel_health = ChannelHealth(self.mic_array.n_mics)
+        self.dead_channels: tuple[int, ...] = ()
+        self.dead_channel_windows = 0
         self.vad = make_vad(self.params)
         self.vad_threshold = float(self.params["vad.threshold"])
         self.secondary_min_confidence = float(self.params["tracker.secondary_min_confidence"])
@@ -128,6 +141,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         spectra = window_spectra(window, self.doa.nfft, self.doa.hop)  # one STFT, shared
+        window, spectra = self._live_channels(window, spectra)
         voice_p = float(self.vad.probability(window, spectra))
         voice = voice_p >= self.vad_threshold
         t1 = time.perf_counter()
@@ -150,6 +164,40 @@ class Pipeline:
         if image is not None:
             self._image_stage(out, image, av_window)
         return out
+
+    def _live_channels(self, window: AudioWindow,
+                       spectra: np.ndarray) -> tuple[AudioWindow, np.ndarray]:
+        """The window and spectra restricted to the live channels; switches ``self.doa`` to
+        the live sub-array's estimator when the set of dead channels changes."""
+        live = self.channel_health.update(spectra)
+        dead = tuple(np.flatnonzero(~live).tolist())
+        if dead != self.dead_channels:
+            self.dead_channels = dead
+            if dead:
+                log.warning("microphone(s) %s carry no signal (> %.0f dB below the others): "
+                            "left out of the DoA", list(dead), DEAD_DB)
+            else:
+                log.info("all microphones carry signal again")
+            if len(dead) <= self.n_channels - 2:
+                self.doa = self._estimator_without(dead)
+                self.doa.reset()
+        if not dead:
+            return window, spectra
+        self.dead_channel_windows += 1
+        if len(dead) > self.n_channels - 2:
+            raise InputError("dead_channels", f"only {self.n_channels - len(dead)} of "
+                             f"{self.n_channels} microphones carry signal")
+        keep = np.flatnonzero(live)
+        return AudioWindow(window.samples[keep], window.stamp_ns, window.sample_rate), spectra[keep]
+
+    def _estimator_without(self, dead: tuple[int, ...]) -> DoaEstimator:
+        est = self._estimators.get(dead)
+        if est is None:
+            keep = [i for i in range(self.n_channels) if i not in dead]
+            sub = MicArray(self.mic_array.positions[keep],
+                           name=f"{self.mic_array.name} without mics {list(dead)}")
+            est = self._estimators[dead] = DoaEstimator(sub, self.params)
+        return est
 
     def _published_map(self, window_map: np.ndarray, window_peaks, stamp_ns: int,
                        tracks: Sequence[TrackState]):

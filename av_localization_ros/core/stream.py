@@ -219,5 +219,8 @@ class StreamingLocalizer:
             if v:
                 d[f"latency_ms.{k}.p50"] = round(1e3 * float(np.percentile(v, 50)), 3)
                 d[f"latency_ms.{k}.p99"] = round(1e3 * float(np.percentile(v, 99)), 3)
+        if self.pipeline is not None:
+            d["audio.dead_channels"] = ",".join(str(i) for i in self.pipeline.dead_channels)
+            d["audio.dead_channel_windows"] = self.pipeline.dead_channel_windows
         d["outputs"] = self.outputs_total
         return d

@@ -7,10 +7,11 @@ One DiagnosticStatus per node, ``name`` ``<node>: localizer``:
 * stage latency from the pipeline's timings: ``latency_ms.<stage>.p50`` / ``.p99``;
 * drops by reason: ``drop.<reason>`` (cumulative) -- bad encodings, size mismatches, missing
   camera_info, audio format changes, malformed wire payloads, ...;
-* the audio ring buffer's counters (``audio.*``).
+* the audio ring buffer's counters (``audio.*``) and the microphones that carry no signal
+  (``audio.dead_channels``, left out of the DoA; ``audio.dead_channel_windows``).
 
-Level: OK; WARN when any drop counter grew during the last period (message says which);
-STALE when no input arrived during the last period.
+Level: OK; WARN when any drop counter grew during the last period or a microphone is dead
+(message says which); STALE when no input arrived during the last period.
 """
 from __future__ import annotations
 
@@ -76,10 +77,15 @@ class DiagnosticsReporter:
         grown = sorted(k[5:] for k, v in drops.items() if v > self._last_drops.get(k, 0))
         self._last_drops = drops
         inputs = sum(v for k, v in values.items() if k.startswith("rate_hz.") and k != "rate_hz.outputs")
+        dead = str(values.get("audio.dead_channels", ""))
+        dead_message = f"microphones {dead} carry no signal (left out of the DoA)"
         if grown:
-            level, message = WARN, "dropping input: " + ", ".join(grown)
+            level, message = WARN, "; ".join(["dropping input: " + ", ".join(grown)]
+                                             + ([dead_message] if dead else []))
         elif inputs <= 0:
             level, message = STALE, "no input during the last period"
+        elif dead:
+            level, message = WARN, dead_message
         else:
             level, message = OK, "ok"
         kvs = [m.new_msg(KEY_VALUE, key=str(k), value=_fmt(v)) for k, v in sorted(values.items())]
