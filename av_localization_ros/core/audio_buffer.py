@@ -136,7 +136,9 @@ class AudioRingBuffer:
         samples = samples.astype(np.float32, copy=False)
         # Fast path: a float64 sum of float32 samples cannot overflow, so it is finite exactly
         # when every sample is (NaN/Inf propagate); only then is the per-sample check skipped.
-        if np.isfinite(samples.sum(dtype=np.float64)):
+        with np.errstate(invalid="ignore"):  # inf + -inf = NaN is the expected signal here
+            total = samples.sum(dtype=np.float64)
+        if np.isfinite(total):
             valid = np.ones(n, dtype=bool)
         else:
             valid = np.isfinite(samples).all(axis=0)

@@ -81,10 +81,12 @@ class CameraGeometry:
         r = np.asarray(self.r_array_optical, dtype=np.float64).reshape(3, 3)
         if not np.allclose(r @ r.T, np.eye(3), atol=1e-6):
             raise CalibrationError("extrinsic rotation is not orthonormal")
+        t = np.asarray(self.t_array_optical, dtype=np.float64).reshape(3)
+        if not np.all(np.isfinite(t)):
+            raise CalibrationError(f"extrinsic translation is not finite: {t.tolist()}")
         object.__setattr__(self, "k", k)
         object.__setattr__(self, "r_array_optical", r)
-        object.__setattr__(self, "t_array_optical",
-                           np.asarray(self.t_array_optical, dtype=np.float64).reshape(3))
+        object.__setattr__(self, "t_array_optical", t)
 
     @classmethod
     def from_fov(cls, width: int, height: int, hfov_deg: float, **extrinsics) -> "CameraGeometry":

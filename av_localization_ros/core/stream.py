@@ -50,6 +50,9 @@ class StreamingLocalizer:
         fmt = (int(channels), int(sample_rate), str(sample_format))
         if fmt == self.audio_format:
             return True
+        if fmt[0] < 1 or fmt[1] <= 0:
+            self._drop("bad_audio_info", f"AudioInfo says {fmt[0]} channels at {fmt[1]} Hz")
+            return False
         expected_rate = int(self.params.get("sample_rate") or 0)
         if expected_rate and expected_rate != fmt[1]:
             self._drop("sample_rate_mismatch",

@@ -102,7 +102,9 @@ class LocalizerLogic:
         try:
             self._tf_transform = m.find_transform(self._tf_messages, self.array_frame,
                                                   self.camera_frame)
-        except LookupError:
+        except (CalibrationError, AttributeError, TypeError) as exc:  # e.g. a zero quaternion
+            self._tf_messages.pop()  # it would fail every later lookup too
+            self.stream._drop("bad_transform", f"unusable /tf_static message: {exc}")
             return
         self._update_camera()
 
