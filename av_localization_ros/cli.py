@@ -28,12 +28,11 @@ def _simulate(scenario: str, seed: int, out: Path, storage: str, sample_format: 
     return out
 
 
-def _replay(bag: Path, params_file: str | None, out_dir: Path, heatmap: bool, plots: bool,
-            storage: str):
+def _replay(bag: Path, params: dict, out_dir: Path, heatmap: bool, plots: bool, storage: str):
     from .evaluation.replay import replay_bag
     from .nodes.localizer_logic import heatmap_runner_from_params
 
-    params = load_params(params_file, node_name="av_localizer")
+    params = dict(params)
     if not heatmap:
         params["heatmap.enabled"] = False
     runner = heatmap_runner_from_params(params)
@@ -82,17 +81,22 @@ def main(argv: list[str] | None = None) -> int:
                          args.sample_format, args.speech_dir)
         print(f"wrote {path}")
         return 0
+    try:  # replay and demo: a params file that cannot be used stops here, with its problems
+        params = load_params(args.params, node_name="av_localizer")
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.params}: {exc}", file=sys.stderr)
+        return 2
     if args.cmd == "replay":
         if not args.bag.exists():
             print(f"error: no bag at {args.bag}", file=sys.stderr)
             return 2
-        _print_result(_replay(args.bag, args.params, args.output, not args.no_heatmap,
+        _print_result(_replay(args.bag, params, args.output, not args.no_heatmap,
                               not args.no_plots, args.storage))
         return 0
     # demo
     bag = _simulate("demo", 0, args.output / "scene", "mcap", "S16LE", args.speech_dir)
     print(f"simulated demo scene -> {bag}")
-    _print_result(_replay(bag, args.params, args.output / "replay", True, True, "mcap"))
+    _print_result(_replay(bag, params, args.output / "replay", True, True, "mcap"))
     return 0
 
 

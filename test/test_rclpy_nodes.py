@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from av_localization_ros.core.params import PARAMETERS, defaults
+from av_localization_ros.core.params import PARAMETERS
 from av_localization_ros.nodes.capture import CAPTURE_PARAMETERS, config_from_params
 from av_localization_ros.nodes.localizer_logic import OUTPUT_TOPICS
-from av_localization_ros.nodes.localizer_node import coerce_params
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "localize.launch.py"
@@ -92,18 +91,6 @@ def test_capture_yaml_matches_the_capture_parameters():
         assert description.strip(), name
     with pytest.raises(ValueError):
         config_from_params(dict(values, sample_format="MP3"))
-
-
-def test_every_parameter_has_a_description_and_types_are_coerced():
-    for name, spec in PARAMETERS.items():
-        assert spec.description.strip(), name
-    p = coerce_params(dict(defaults(), **{"speed_of_sound": 340, "doa.max_sources": 2.0}))
-    assert p["speed_of_sound"] == 340.0 and isinstance(p["speed_of_sound"], float)
-    assert p["doa.max_sources"] == 2 and isinstance(p["doa.max_sources"], int)
-    with pytest.raises(ValueError):
-        coerce_params(dict(defaults(), **{"doa.max_sources": "three"}))
-    with pytest.raises(ValueError):
-        coerce_params(dict(defaults(), **{"doa.azimuth_only": "yes"}))
 
 
 def test_node_modules_import_without_ros():

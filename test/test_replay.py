@@ -119,3 +119,9 @@ def test_cli_replay_and_errors(scene_bag, tmp_path, capsys):
     assert "real-time factor" in capsys.readouterr().out
     assert (tmp_path / "o" / "metrics.json").exists()
     assert cli_main(["replay", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 2
+    params.write_text("/**:\n  ros__parameters:\n    doa:\n      rate_hz: 1.0e9\n")
+    capsys.readouterr()
+    assert cli_main(["replay", str(scene_bag), "--params", str(params), "-o",
+                     str(tmp_path / "y")]) == 2
+    assert "doa.rate_hz: 1000000000.0 is outside" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

@@ -41,12 +41,12 @@ OUTPUT_TOPICS = {
 def validate_params(params: dict[str, Any]) -> None:
     """Raise ValueError when the configuration cannot run (both node shells check it once, at
     start, rather than dropping every audio chunk later)."""
+    from ..core.params import coerce_params
     from ..core.pipeline import Pipeline
 
-    rate = int(params.get("sample_rate") or 0) or 16000
-    Pipeline(params, rate, camera=None, heatmap_runner=None)  # validates array, grids, STFT, ...
-    if float(params["doa.rate_hz"]) <= 0:
-        raise ValueError("doa.rate_hz must be > 0")
+    params = coerce_params(params)  # types, ranges, choices
+    rate = int(params["sample_rate"]) or 16000
+    Pipeline(params, rate, camera=None, heatmap_runner=None)  # array, grids, STFT, ...
 
 
 def heatmap_runner_from_params(params: dict[str, Any]):

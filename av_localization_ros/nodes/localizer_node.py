@@ -22,10 +22,8 @@ bytes) to the same decoder the DDS shell uses, and outputs are published as seri
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..bag import messages as m
-from ..core.params import PARAMETERS, defaults
+from ..core.params import PARAMETERS, coerce_params
 from .cdr import decode, encode
 from .diagnostics import DIAGNOSTIC_ARRAY, DiagnosticsReporter
 from .localizer_logic import heatmap_runner_from_params
@@ -47,32 +45,6 @@ NODE_PARAMETERS = {
     "diagnostics_period_s": (1.0, "Period of /diagnostics in seconds."),
     "publish_voices": (True, "Publish REP-155 /humans/voices/tracked and voice_<id> TF frames (needs hri_msgs)."),
 }
-
-
-def coerce_params(values: dict[str, Any]) -> dict[str, Any]:
-    """Cast each value to its default's type (YAML ``343`` for a float, ...); ValueError if not."""
-    out = dict(values)
-    base = defaults()
-    for name, default in base.items():
-        v = out.get(name, default)
-        try:
-            if isinstance(default, bool):
-                if not isinstance(v, bool):
-                    raise TypeError
-            elif isinstance(default, float):
-                v = float(v)
-            elif isinstance(default, int):
-                if isinstance(v, bool) or int(v) != v:
-                    raise TypeError
-                v = int(v)
-            elif isinstance(default, str):
-                v = str(v)
-            elif isinstance(default, list):
-                v = [float(x) for x in v]
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter {name!r}: {v!r} is not a {type(default).__name__}") from None
-        out[name] = v
-    return out
 
 
 def _msg_class(msgtype: str):

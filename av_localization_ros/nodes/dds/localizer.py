@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
-    params = load_params(args.params_file, node_name=args.node_name)
-    if args.no_heatmap:
-        params["heatmap.enabled"] = False
     try:
+        params = load_params(args.params_file, node_name=args.node_name)
+        if args.no_heatmap:
+            params["heatmap.enabled"] = False
         validate_params(params)
     except ValueError as exc:
         log.error("bad parameters in %s: %s", args.params_file, exc)
