@@ -26,22 +26,22 @@ def spectra_at(levels_db, seed=0):
 
 def test_channel_health_hysteresis_and_references():
     h = ChannelHealth(4)
-    assert h.update(spectra_at([0, 0, 0, 0])).all()
-    assert list(h.update(spectra_at([0, -(DEAD_DB + 5), 0, 0]))) == [True, False, True, True]
+    assert h.update(spectra_at([0, 0, 0, 0])) == ()
+    assert h.update(spectra_at([0, -(DEAD_DB + 5), 0, 0])) == (1,)
+    assert list(h.live) == [True, False, True, True]
     # between the two thresholds the state holds (a quiet moment does not revive it) ...
     mid = -(DEAD_DB + ALIVE_DB) / 2
-    assert list(h.update(spectra_at([0, mid, 0, 0]))) == [True, False, True, True]
+    assert h.update(spectra_at([0, mid, 0, 0])) == (1,)
     # ... and within ALIVE_DB of the others it is alive again
-    assert h.update(spectra_at([0, -(ALIVE_DB - 5), 0, 0])).all()
+    assert h.update(spectra_at([0, -(ALIVE_DB - 5), 0, 0])) == () and h.live.all()
     # one loud channel (a tap on a capsule) does not make the others dead
-    assert h.update(spectra_at([DEAD_DB + 10, 0, 0, 0])).all()
+    assert h.update(spectra_at([DEAD_DB + 10, 0, 0, 0])) == ()
     # digital silence everywhere (a zero-filled gap) changes nothing
     h.update(spectra_at([0, -(DEAD_DB + 5), 0, 0]))
     zeros = window_spectra(AudioWindow(np.zeros((4, 4096), np.float32), 0, FS), 512, 256)
-    assert list(h.update(zeros)) == [True, False, True, True]
+    assert h.update(zeros) == (1,)
     # two channels: each is judged against the other
-    h2 = ChannelHealth(2)
-    assert list(h2.update(spectra_at([0, -(DEAD_DB + 5)]))) == [True, False]
+    assert ChannelHealth(2).update(spectra_at([0, -(DEAD_DB + 5)])) == (1,)
 
 
 @pytest.fixture(scope="module")

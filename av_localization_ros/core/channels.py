@@ -24,34 +24,42 @@ MOTA 0.468 -> 0.681.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEAD_DB = 40.0
 ALIVE_DB = 20.0
 LEVEL_BIN_STRIDE = 4
 _FLOOR_DB = -150.0  # mean |X|^2 per bin below 1e-15: digital silence
+_FLOOR_POWER = 10.0 ** (_FLOOR_DB / 10.0)
 
 
 class ChannelHealth:
-    """Tracks which channels of a stream carry signal (stateful; one per stream)."""
+    """Tracks which channels of a stream carry signal (stateful; one per stream).
+
+    ``update(spectra)`` returns the indices of the dead channels (a tuple, empty in the usual
+    case); ``live`` is the boolean mask of the others."""
 
     def __init__(self, n_channels: int):
         self.live = np.ones(int(n_channels), dtype=bool)
+        self.dead: tuple[int, ...] = ()
 
-    def levels_db(self, spectra: np.ndarray) -> np.ndarray:
-        """``(M,)`` channel levels (dB) of window spectra ``(M, T, F)``."""
+    @staticmethod
+    def levels_db(spectra: np.ndarray) -> list[float]:
+        """Channel levels (dB) of window spectra ``(M, T, F)``."""
         s = np.ascontiguousarray(spectra[:, ::2, 1::LEVEL_BIN_STRIDE]).view(np.float32)
-        power = np.einsum("mtf,mtf->m", s, s) / max(s.shape[1] * s.shape[2] // 2, 1)
-        return 10.0 * np.log10(np.maximum(power, 10.0 ** (_FLOOR_DB / 10.0)))
+        n = max(s.shape[1] * s.shape[2] // 2, 1)
+        return [10.0 * math.log10(max(p / n, _FLOOR_POWER))
+                for p in np.einsum("mtf,mtf->m", s, s).tolist()]
 
-    def update(self, spectra: np.ndarray) -> np.ndarray:
-        """Update from one window's spectra ``(M, T, F)``; returns the live mask (read it, do
-        not keep it: it changes in place)."""
-        levels = self.levels_db(spectra).tolist()
-        if len(levels) < 2 or spectra.shape[1] == 0 or max(levels) <= _FLOOR_DB:
-            return self.live
-        if min(levels) > max(levels) - ALIVE_DB and self.live.all():
-            return self.live  # the usual case: nothing to judge (one comparison, no loop)
+    def update(self, spectra: np.ndarray) -> tuple[int, ...]:
+        levels = self.levels_db(spectra)
+        top = max(levels)
+        if len(levels) < 2 or spectra.shape[1] == 0 or top <= _FLOOR_DB:
+            return self.dead
+        if not self.dead and min(levels) > top - ALIVE_DB:
+            return self.dead  # the usual case: nothing to judge (this runs every step)
         ordered = sorted(levels)
         for i, level in enumerate(levels):  # a handful of channels: plain Python
             others = list(ordered)
@@ -63,7 +71,8 @@ class ChannelHealth:
                 self.live[i] = False
             elif level > ref - ALIVE_DB:
                 self.live[i] = True
-        return self.live
+        self.dead = tuple(i for i in range(len(levels)) if not self.live[i])
+        return self.dead
 
 
 def _median_sorted(v: list[float]) -> float:

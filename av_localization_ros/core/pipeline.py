@@ -169,8 +169,9 @@ class Pipeline:
                        spectra: np.ndarray) -> tuple[AudioWindow, np.ndarray]:
         """The window and spectra restricted to the live channels; switches ``self.doa`` to
         the live sub-array's estimator when the set of dead channels changes."""
-        live = self.channel_health.update(spectra)
-        dead = tuple(np.flatnonzero(~live).tolist())
+        dead = self.channel_health.update(spectra)
+        if not dead and not self.dead_channels:
+            return window, spectra  # every step but a dead microphone's
         if dead != self.dead_channels:
             self.dead_channels = dead
             if dead:
@@ -187,7 +188,7 @@ class Pipeline:
         if len(dead) > self.n_channels - 2:
             raise InputError("dead_channels", f"only {self.n_channels - len(dead)} of "
                              f"{self.n_channels} microphones carry signal")
-        keep = np.flatnonzero(live)
+        keep = np.flatnonzero(self.channel_health.live)
         return AudioWindow(window.samples[keep], window.stamp_ns, window.sample_rate), spectra[keep]
 
     def _estimator_without(self, dead: tuple[int, ...]) -> DoaEstimator:
