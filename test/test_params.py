@@ -22,7 +22,7 @@ def test_types_are_coerced_to_the_defaults_types():
     for bad in ({"doa.max_sources": "three"}, {"doa.azimuth_only": "yes"},
                 {"doa.max_sources": 2.5}, {"vad.threshold": None}, {"audio.window_s": [0.2]},
                 {"array_frame": 3}):
-        with pytest.raises(ValueError, match="is not a"):
+        with pytest.raises(ValueError, match="is not of type"):
             coerce_params(dict(defaults(), **bad))
 
 

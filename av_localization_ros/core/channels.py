@@ -7,10 +7,10 @@ PHAT whitening gives each pair that includes it the full weight of a real pair, 
 phase is pure noise, and MUSIC sees a covariance in which the dead channel's axis is an
 almost-zero eigenvector, i.e. part of the "noise subspace" in every band whatever the sources.
 
-Level of channel ``m`` in a window: ``L_m = 10 log10(mean_{t,f} |X_m[t, f]|^2)`` over the STFT
-frames (every other one) and bins (every ``LEVEL_BIN_STRIDE``-th, DC excluded). Reference: the median level of
-the *other* channels, so one loud channel (a tap on a capsule) cannot make the rest look dead
-and two channels work too. A channel becomes dead when ``L_m < ref - DEAD_DB`` and alive again
+Level of channel ``m`` in a window: ``L_m = 10 log10(mean_{t,f} |X_m[t, f]|^2)`` over every
+other STFT frame and every ``LEVEL_BIN_STRIDE``-th bin (DC excluded). Reference: the median
+level of the *other* channels, so one loud channel (a tap on a capsule) cannot make the rest
+look dead and two channels work too. A channel becomes dead when ``L_m < ref - DEAD_DB`` and alive again
 when ``L_m > ref - ALIVE_DB``; in between it keeps its state (hysteresis: a quiet moment does
 not toggle it and restart the DoA smoothing). Windows of digital silence (every channel at the
 floor, e.g. a zero-filled gap) change nothing. A relative rule cannot judge an array whose
@@ -54,9 +54,11 @@ class ChannelHealth:
                 for p in np.einsum("mtf,mtf->m", s, s).tolist()]
 
     def update(self, spectra: np.ndarray) -> tuple[int, ...]:
+        if spectra.shape[0] < 2 or spectra.shape[1] == 0:
+            return self.dead
         levels = self.levels_db(spectra)
         top = max(levels)
-        if len(levels) < 2 or spectra.shape[1] == 0 or top <= _FLOOR_DB:
+        if top <= _FLOOR_DB:
             return self.dead
         if not self.dead and min(levels) > top - ALIVE_DB:
             return self.dead  # the usual case: nothing to judge (this runs every step)

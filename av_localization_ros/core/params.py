@@ -45,7 +45,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "audio.nfft": ParamSpec(512, "STFT length in samples.", 32, 8192),
     "audio.hop": ParamSpec(256, "STFT hop in samples.", 1, 8192),
     # --- DoA ---
-    "doa.method": ParamSpec("music", "music (diffuse-whitened broadband MUSIC; several talkers) or srp_phat (fastest).", choices=('music', 'srp_phat')),
+    "doa.method": ParamSpec("music", "music (diffuse-whitened broadband MUSIC; several talkers) or srp_phat (fastest).", choices=("music", "srp_phat")),
     "doa.smoothing_s": ParamSpec(0.15, "Time constant of the recursive smoothing of DoA statistics over windows; 0 = memoryless.", 0.0, 10.0),
     "doa.map_smoothing_s": ParamSpec(0.3, "Time constant of the published DoA map and peaks (average of the per-window maps). The tracker reads each window's own peaks; a longer value keeps static talkers on the published map between words and lags walking ones. 0 = publish each window's map.", 0.0, 10.0),
     "doa.rate_hz": ParamSpec(10.0, "DoA rate when no camera drives the pipeline.", 0.5, 200.0),
@@ -61,7 +61,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "doa.min_peak_separation_deg": ParamSpec(25.0, "Peaks closer than this are merged.", 0.0, 180.0),
     "doa.min_peak_confidence": ParamSpec(0.15, "Peaks below this relative height are discarded.", 0.0, 1.0),
     # --- voice activity ---
-    "vad.method": ParamSpec("energy", "energy (adaptive noise floor) or silero (needs torch).", choices=('energy', 'silero')),
+    "vad.method": ParamSpec("energy", "energy (adaptive noise floor) or silero (needs torch).", choices=("energy", "silero")),
     "vad.threshold": ParamSpec(0.15, "Voice probability above which a frame is voice-active.", 0.0, 1.0),
     # --- tracker ---
     "tracker.gate_deg": ParamSpec(25.0, "Association gate (great-circle degrees).", 1.0, 180.0),
@@ -79,7 +79,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     # --- audio-visual heatmap ---
     "heatmap.enabled": ParamSpec(True, "Run the audio-visual heatmap network on camera frames."),
     "heatmap.model_dir": ParamSpec("", "Folder with image_encoder.onnx / audio_encoder.onnx; empty = shipped models/."),
-    "heatmap.backend": ParamSpec("auto", "auto, onnxruntime or tensorrt.", choices=('auto', 'onnxruntime', 'tensorrt')),
+    "heatmap.backend": ParamSpec("auto", "auto, onnxruntime or tensorrt.", choices=("auto", "onnxruntime", "tensorrt")),
     "heatmap.audio_rate_hz": ParamSpec(5.0, "Rate at which the audio embedding is recomputed (cached between).", 0.1, 100.0),
     "heatmap.fusion_range_m": ParamSpec(2.0, "Assumed talker range when projecting the DoA likelihood into the image.", 0.1, 100.0),
 }
@@ -121,7 +121,7 @@ def _coerce(name: str, spec: ParamSpec, v: Any) -> Any:
         elif isinstance(default, list):
             v = [float(x) for x in v]
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{name}: {v!r} is not a {type(default).__name__}") from None
+        raise ValueError(f"{name}: {v!r} is not of type {type(default).__name__}") from None
     if isinstance(v, float) and not math.isfinite(v):
         raise ValueError(f"{name}: {v!r} is not finite")
     if spec.low is not None and not spec.low <= v <= spec.high:
