@@ -92,6 +92,29 @@ def test_missing_audio_info_is_counted_not_crashing(scene_bag, tmp_path):
     assert res.diagnostics["drop.audio_before_info"] > 100
 
 
+def test_wrong_message_types_and_bad_ground_truth_are_counted(scene_bag, tmp_path):
+    """A driver's header-less AudioData on /audio/audio (no stamp to use) and a ground-truth
+    String that is not the documented JSON: counted, the rest of the bag is replayed."""
+    from av_localization_ros.bag import messages as m
+
+    bag = tmp_path / "mixed"
+    with BagWriter(bag) as w:
+        n_bad = 0
+        for item in read_bag(scene_bag):
+            if item.topic == "/audio/audio" and n_bad < 20:
+                w.write("/audio/audio", item.msg.audio, item.stamp_ns, msgtype=m.AUDIO_DATA)
+                n_bad += 1
+            elif item.topic == "/ground_truth/speakers" and n_bad == 20:
+                w.write(item.topic, m.TYPESTORE.types[m.STRING](data="{not json"), item.stamp_ns)
+                n_bad += 1
+            else:
+                w.write(item.topic, item.msg, item.stamp_ns)
+    res = replay_bag(bag, audio_only_params(), tmp_path / "out", progress=False, make_plots=False)
+    assert res.diagnostics["drop.wrong_message_type"] == 20
+    assert res.diagnostics["drop.bad_ground_truth"] == 1
+    assert res.n_outputs > 30 and res.metrics is not None
+
+
 def test_truncated_bag_is_replayed_up_to_the_cut(scene_bag, tmp_path):
     bag = tmp_path / "cut"
     shutil.copytree(scene_bag, bag)

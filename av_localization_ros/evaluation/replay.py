@@ -20,7 +20,7 @@ from ..bag import messages as m
 from ..bag.reader import bag_summary, read_bag
 from ..bag.writer import BagWriter
 from ..core.types import NS_PER_S, PipelineOutput
-from ..nodes.localizer_logic import INPUT_TOPICS, OUTPUT_NAMESPACE, LocalizerLogic
+from ..nodes.localizer_logic import INPUT_TOPICS, INPUT_TYPES, OUTPUT_NAMESPACE, LocalizerLogic
 from .ground_truth import GROUND_TRUTH_TOPIC
 from .metrics import FrameEstimate, evaluate
 from . import plots
@@ -77,12 +77,20 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
         shutil.rmtree(out_bag)
     writer = BagWriter(out_bag, storage=storage) if write_bag else None
     reader = read_bag(bag_path)
+    expected_types = {INPUT_TOPICS[k]: t for k, t in INPUT_TYPES.items()}
+    expected_types[GROUND_TRUTH_TOPIC] = m.STRING
     t0 = time.perf_counter()
     try:
         for item in tqdm(reader, total=total, disable=not progress, unit="msg",
                          desc=f"replay {bag_path.name}"):
             topic, msg = item.topic, item.msg
             outputs = []
+            expected = expected_types.get(topic)
+            if expected is not None and item.msgtype != expected:
+                # e.g. a driver's header-less AudioData on /audio/audio: no stamp to use
+                logic.stream._drop("wrong_message_type",
+                                   f"{topic} carries {item.msgtype}; expected {expected}")
+                continue
             if topic == INPUT_TOPICS["audio"]:
                 stamp = m.stamp_to_ns(msg.header.stamp)
                 first_audio_ns = stamp if first_audio_ns is None else first_audio_ns
@@ -97,7 +105,10 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
             elif topic == INPUT_TOPICS["tf_static"]:
                 logic.on_tf_static(msg)
             elif topic == GROUND_TRUTH_TOPIC:
-                truth.append(m.ground_truth_from_msg(msg))
+                try:
+                    truth.append(m.ground_truth_from_msg(msg))
+                except ValueError as exc:
+                    logic.stream._drop("bad_ground_truth", str(exc))
             if writer is not None:
                 for suffix, out_msg in outputs:
                     writer.write(f"{OUTPUT_NAMESPACE}/{suffix}", out_msg,
