@@ -293,8 +293,15 @@ def test_ground_truth_json_round_trip(tmp_path, storage):
     assert back.speakers[0].position == (1.8, 0.4, 0.1)
     assert back.speakers[0].box == (310, 120, 380, 300) and back.speakers[1].box is None
     assert abs(back.speakers[1].azimuth + 1.0) < 1e-12 and back.speakers[1].active is False
-    with pytest.raises(ValueError):
-        M.ground_truth_from_msg(M.TYPESTORE.types["std_msgs/msg/String"](data='{"version": 1}'))
+    good = json.loads(sample.to_json())
+    bad_speaker = [{"id": 1, "azimuth_deg": float("nan")}, {"id": 1, "position": [1.0, 2.0]},
+                   {"id": 1}, {"id": float("inf"), "azimuth_deg": 3.0}, "speaker",
+                   {"id": 1, "azimuth_deg": 3.0, "box": [1, 2, 3]}]
+    texts = ['{"version": 1}', "[1, 2]", "{not json", json.dumps(dict(good, stamp_ns=None))]
+    texts += [json.dumps(dict(good, speakers=[s])) for s in bad_speaker]
+    for text in texts:  # each is refused with a ValueError (the replay counts and skips it)
+        with pytest.raises(ValueError):
+            M.ground_truth_from_msg(M.TYPESTORE.types["std_msgs/msg/String"](data=text))
 
 
 # ---------------------------------------------------------------------------- scene bags

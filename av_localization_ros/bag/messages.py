@@ -663,5 +663,5 @@ def ground_truth_from_msg(msg: Any) -> GroundTruthSample:
     """GroundTruthSample of a /ground_truth/speakers String (ValueError if malformed)."""
     try:
         return GroundTruthSample.from_json(msg.data)
-    except (KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError, AttributeError, OverflowError, ValueError) as exc:
         raise ValueError(f"malformed ground-truth message: {exc!r}") from exc

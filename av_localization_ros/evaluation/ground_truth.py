@@ -18,6 +18,7 @@ pixels in the camera image, or null when off-screen / no camera.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,14 +60,23 @@ class GroundTruthSample:
 
     @classmethod
     def from_json(cls, text: str) -> "GroundTruthSample":
+        """Parse one sample (docs/ground_truth.md); ValueError for anything else, including
+        non-finite numbers and positions / boxes of the wrong length."""
         d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("a ground-truth sample must be a JSON object")
         if d.get("version") != GROUND_TRUTH_VERSION:
             raise ValueError(f"unsupported ground-truth version {d.get('version')!r}")
+        if not isinstance(d.get("speakers"), list):
+            raise ValueError("'speakers' must be a list")
         speakers = []
         for s in d["speakers"]:
-            pos = s.get("position")
+            if not isinstance(s, dict):
+                raise ValueError("each speaker must be a JSON object")
+            pos = _finite(s.get("position"), 3, "position")
             if "azimuth_deg" in s:
-                az, el = np.deg2rad(s["azimuth_deg"]), np.deg2rad(s.get("elevation_deg", 0.0))
+                az = np.deg2rad(_finite(s["azimuth_deg"], None, "azimuth_deg"))
+                el = np.deg2rad(_finite(s.get("elevation_deg", 0.0), None, "elevation_deg"))
             elif pos is not None:
                 az = np.arctan2(pos[1], pos[0])
                 el = np.arctan2(pos[2], np.hypot(pos[0], pos[1]))
@@ -74,8 +84,25 @@ class GroundTruthSample:
                 raise ValueError("a speaker needs azimuth_deg or position")
             speakers.append(SpeakerTruth(
                 speaker_id=int(s["id"]), azimuth=float(az), elevation=float(el),
-                active=bool(s.get("active", True)),
-                position=None if pos is None else tuple(float(v) for v in pos),
-                box=None if s.get("box") is None else tuple(float(v) for v in s["box"])))
+                active=bool(s.get("active", True)), position=pos,
+                box=_finite(s.get("box"), 4, "box")))
         return cls(stamp_ns=int(d["stamp_ns"]), speakers=tuple(speakers),
-                   frame_id=d.get("frame_id", "mic_array"))
+                   frame_id=str(d.get("frame_id", "mic_array")))
+
+
+def _finite(value, length: int | None, name: str):
+    """``value`` as a float (``length`` None) or a tuple of ``length`` floats, all finite;
+    None stays None."""
+    if value is None:
+        return None
+    if length is None:
+        out = float(value)
+        ok = math.isfinite(out)
+    else:
+        if not isinstance(value, (list, tuple)) or len(value) != length:
+            raise ValueError(f"{name} must be a list of {length} numbers, got {value!r}")
+        out = tuple(float(v) for v in value)
+        ok = all(math.isfinite(v) for v in out)
+    if not ok:
+        raise ValueError(f"{name} is not finite: {value!r}")
+    return out
