@@ -448,3 +448,14 @@ def test_bad_parameters_stop_the_localizer_at_start(tmp_path, bad):
         validate_params(load_params(path))
     assert localizer.main(["--params-file", str(path), "--no-heatmap"]) == 2
     validate_params(load_params(PARAMS))  # the shipped file is fine
+
+
+@pytest.mark.parametrize("bad", [{"channels": None}, {"sample_rate": 0}, {"sample_format": "MP3"}])
+def test_bad_parameters_stop_the_capture_at_start(tmp_path, bad):
+    import yaml
+
+    from av_localization_ros.nodes.dds import capture
+
+    path = tmp_path / "bad_capture.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": bad}}))
+    assert capture.main(["--params-file", str(path)]) == 2  # before any device or DDS

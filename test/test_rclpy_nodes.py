@@ -89,8 +89,10 @@ def test_capture_yaml_matches_the_capture_parameters():
     assert (cfg.channels, cfg.sample_rate, cfg.sample_format) == (4, 16000, "S16LE")
     for name, (_, description) in CAPTURE_PARAMETERS.items():
         assert description.strip(), name
-    with pytest.raises(ValueError):
-        config_from_params(dict(values, sample_format="MP3"))
+    for bad in ({"sample_format": "MP3"}, {"channels": None}, {"sample_rate": [16000]},
+                {"chunk_frames": float("inf")}, {"channels": 0}):
+        with pytest.raises(ValueError):
+            config_from_params(dict(values, **bad))
 
 
 def test_node_modules_import_without_ros():

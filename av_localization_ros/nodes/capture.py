@@ -302,11 +302,16 @@ CAPTURE_PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 def config_from_params(values: dict[str, Any]) -> CaptureConfig:
-    cfg = CaptureConfig(device=values.get("device", ""), channels=int(values["channels"]),
-                        sample_rate=int(values["sample_rate"]),
+    """The capture configuration of the parameters; ValueError (naming the parameter) for a
+    value of the wrong type or out of range."""
+    ints = {}
+    for name in ("channels", "sample_rate", "chunk_frames", "queue_chunks"):
+        try:
+            ints[name] = int(values[name])
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name}: {values[name]!r} is not an integer") from None
+    cfg = CaptureConfig(device=values.get("device", ""), **ints,
                         sample_format=str(values["sample_format"]).upper(),
-                        chunk_frames=int(values["chunk_frames"]),
-                        queue_chunks=int(values["queue_chunks"]),
                         stamp_source=str(values["stamp_source"]))
     cfg.validate()
     return cfg

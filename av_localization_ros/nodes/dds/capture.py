@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in CAPTURE_PARAMETERS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    config = config_from_params(values)
+    try:
+        config = config_from_params(values)
+    except ValueError as exc:
+        log.error("bad capture parameters in %s: %s", args.params_file, exc)
+        return 2
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
     node = wire.DdsNode("av_capture", domain)
     r = lambda n: resolve(args.namespace, n)  # noqa: E731
