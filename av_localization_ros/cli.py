@@ -51,13 +51,20 @@ def _print_result(result) -> None:
     print(f"wrote {result.out_dir}")
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is >= 0, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="av-localize", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("simulate", help="write a simulated scene bag")
     s.add_argument("-o", "--output", type=Path, required=True, help="bag directory to create")
     s.add_argument("--scenario", default="demo", choices=["demo", "static1", "overlap2", "moving3"])
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0, help="scene seed (>= 0)")
     s.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     s.add_argument("--sample-format", default="S16LE", choices=["S16LE", "F32LE"])
     s.add_argument("--speech-dir", default=None,

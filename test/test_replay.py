@@ -148,3 +148,6 @@ def test_cli_replay_and_errors(scene_bag, tmp_path, capsys):
                      str(tmp_path / "y")]) == 2
     assert "doa.rate_hz: 1000000000.0 is outside" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    with pytest.raises(SystemExit) as exc:  # argparse: usage and status 2, no traceback
+        cli_main(["simulate", "-o", str(tmp_path / "z"), "--seed", "-1"])
+    assert exc.value.code == 2 and "a seed is >= 0" in capsys.readouterr().err
