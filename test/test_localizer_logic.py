@@ -125,3 +125,22 @@ def test_random_malformed_messages_are_counted_and_valid_data_still_works():
         assert d.get(f"drop.{reason}", 0) > 0, reason
     names = [name for name, _ in run_valid(lg, start_ns=t + 10 * 1_000_000_000)]
     assert names.count("doa") >= 10 and "heatmap" in names and "overlay" in names
+
+
+def test_images_without_usable_calibration_are_counted():
+    """Missing extrinsics (no /tf_static) or an uncalibrated camera (K all zero, as many USB
+    cameras publish): each image still runs, without fusion, and is counted."""
+    lg = logic()
+    lg.on_audio_info(m.audio_info_msg(4, FS, "F32LE"))
+    lg.on_camera_info(m.camera_info_msg(CAMERA, T0))
+    img = m.image_to_msg(np.full((48, 64, 3), 90, np.uint8), T0, "c", "bgr8")
+    lg.on_image(img)
+    assert lg.diagnostics()["drop.image_without_transform"] == 1
+    uncalibrated = m.camera_info_msg(CAMERA, T0)
+    uncalibrated.k = np.zeros(9)
+    lg.on_camera_info(uncalibrated)
+    lg.on_tf_static(good_tf(lg))
+    lg.on_image(m.image_to_msg(np.full((48, 64, 3), 90, np.uint8), T0 + 66_666_667, "c", "bgr8"))
+    d = lg.diagnostics()
+    assert d["drop.bad_calibration"] == 1 and d["drop.image_with_unusable_calibration"] == 1
+    assert lg.stream.camera is None

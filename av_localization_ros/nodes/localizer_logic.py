@@ -136,8 +136,12 @@ class LocalizerLogic:
     def on_image(self, msg, camera_info=None) -> list[tuple[str, Any]]:
         if camera_info is not None:
             self.on_camera_info(camera_info)
-        elif self._camera_info is None:
-            self.stream.drops["image_without_camera_info"] += 1  # runs, but without fusion
+        # counted per image (no log line each): the image runs, but without fusion
+        if self._camera_info is None:
+            self.stream.drops["image_without_camera_info"] += 1
+        elif self.stream.camera is None:
+            self.stream.drops["image_without_transform" if self._tf_transform is None
+                              else "image_with_unusable_calibration"] += 1
         try:
             image = m.msg_to_bgr(msg)
         except ValueError as exc:
