@@ -85,6 +85,27 @@ def test_image_driven_steps_use_image_stamps(scene_audio):
     assert not [o for o in outs if o.image is None and image_stamps[0] < o.stamp_ns < image_stamps[-1]]
 
 
+def test_an_image_stamped_far_ahead_of_the_audio_does_not_stall_the_camera(scene_audio):
+    """One camera frame stamped 5 s in the future (a clock jump): dropped and counted; the
+    frames after it keep driving the pipeline (queued, it held them all back for 5 s)."""
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    img = np.full((48, 64, 3), 90, np.uint8)
+    chunk, outs, sent = 320, [], []
+    for k in range(0, scene_audio.shape[1] - chunk + 1, chunk):
+        stamp = T0 + (k * 1_000_000_000) // FS
+        outs += loc.on_audio(scene_audio[:, k:k + chunk], stamp)
+        if k % (3 * chunk) == 0 and k > 0.5 * FS:  # ~15 FPS, each frame after its audio
+            frame_ns = stamp - 200_000_000
+            if not sent or frame_ns > sent[-1]:
+                bad = len(sent) == 5
+                outs += loc.on_image(ImageFrame(img, frame_ns + (5 * 10**9 if bad else 0)))
+                sent.append(frame_ns)
+    image_outs = [o.stamp_ns for o in outs if o.image is not None]
+    assert loc.drops["image_ahead_of_audio"] == 1
+    assert len(image_outs) >= len(sent) - 3 and sent[-2] in image_outs
+
+
 def test_channel_and_rate_mismatch_are_counted(scene_audio):
     loc = StreamingLocalizer(params())
     assert not loc.on_audio_info(6, FS, "S16LE")

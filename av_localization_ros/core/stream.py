@@ -113,6 +113,15 @@ class StreamingLocalizer:
         if self._images and image.stamp_ns <= self._images[-1].stamp_ns:
             self._drop("image_stamp_not_increasing", "image stamp not after the previous one")
             return []
+        if self.buffer is not None and self.buffer.started and self.pipeline is not None:
+            # audio this far ahead would not arrive within the wait budget; queued, one bad
+            # stamp (a camera clock jump) would hold back every later image until then
+            ahead_ns = image.stamp_ns + self.pipeline.lookahead_ns - self.buffer.end_stamp_ns
+            if ahead_ns > float(self.params["audio.max_image_wait_s"]) * NS_PER_S:
+                self._drop("image_ahead_of_audio",
+                           f"image stamp {ahead_ns / NS_PER_S:.2f} s ahead of the audio "
+                           "(do the camera and the microphones share a clock?)")
+                return []
         self._last_image_ns = image.stamp_ns  # a live camera suppresses the audio-only ticks
         if len(self._images) == self._images.maxlen:
             self._drop("image_queue_full", "no audio for queued images; dropping the oldest")
