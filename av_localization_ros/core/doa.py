@@ -625,7 +625,7 @@ class DoaEstimator:
             k = slice(0, C.shape[0] * ACTIVITY_BIN_STRIDE, ACTIVITY_BIN_STRIDE)
         else:  # SRP-PHAT did not need it
             X, w = self._current
-            C = self._whitened_covariance(X[:, :, k], w[:, k], k)
+            C = self._whitened_covariance(X[:, :, k], w[:, k], self._Linv[k], 1)
         total = np.trace(C, axis1=1, axis2=2).real  # tr C_f
         used = (total > 1e-6 * max(float(total.max()), 1e-30)).astype(np.float32)
         n_used = float(used.sum())
@@ -705,32 +705,32 @@ class DoaEstimator:
         self._acc = v
         return v.ravel() @ self._W_flat
 
-    def _whitened_covariance(self, X: np.ndarray, w: np.ndarray,
-                             bins: slice = slice(None)) -> np.ndarray:
-        """``L_f^-1 (sum_t w[t, f] x_ft x_ft^H) L_f^-H`` ``(F, M, M)`` of one window's cells
-        ``X (M, T, F)`` with weights ``w (T, F)``; ``bins`` selects the band bins they are."""
+    @staticmethod
+    def _whitened_covariance(X: np.ndarray, w: np.ndarray, Linv: np.ndarray,
+                             bins_per_band: int) -> np.ndarray:
+        """``L_b^-1 (sum_{t, f in b} w[t, f] x_ft x_ft^H) L_b^-H`` ``(B, M, M)`` of one
+        window's cells ``X (M, T, F)`` with weights ``w (T, F)``, per band ``b`` of
+        ``bins_per_band`` adjacent bins (1 = per bin; a trailing partial band is left out),
+        whitened with ``Linv (B, M, M)``, one matrix per band."""
         m, t, f = X.shape
-        # weighted cells written straight into the contiguous (F, M, T) layout the batched
-        # products want (a transposed view would be copied by each matmul)
-        Xw = np.empty((f, m, t), dtype=np.complex64)
-        np.multiply(X.transpose(2, 0, 1), np.sqrt(w).T[:, None, :], out=Xw)
-        Y = self._Linv[bins] @ Xw  # whitened (F, M, T)
-        return Y @ np.conj(Y.transpose(0, 2, 1))
-
-    def _music(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray | None:
-        m, t, f = X.shape
-        k = self.n_sources
-        # this window's whitened covariance alone, per band of g adjacent bins (twice the
-        # snapshots, half the bands), whitened with the band's first bin (where it is also
-        # steered): one batched product per band; peak_activity reuses it
-        g = self._bins_per_band
+        g = bins_per_band
         nb = f // g
+        # weighted cells written straight into the contiguous (B, M, g T) layout the batched
+        # products want (a transposed view would be copied by each matmul)
         Xw = np.empty((nb, m, g, t), dtype=np.complex64)
         np.multiply(X[:, :, : nb * g].reshape(m, t, nb, g).transpose(2, 0, 3, 1),
                     np.sqrt(w[:, : nb * g]).reshape(t, nb, g).transpose(1, 2, 0)[:, None],
                     out=Xw)
-        Y = self._band_Linv @ Xw.reshape(nb, m, g * t)
-        self._current_cov = Y @ np.conj(Y.transpose(0, 2, 1))  # (F / g, M, M)
+        Y = Linv @ Xw.reshape(nb, m, g * t)  # whitened
+        return Y @ np.conj(Y.transpose(0, 2, 1))
+
+    def _music(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray | None:
+        m = X.shape[0]
+        k = self.n_sources
+        # this window's whitened covariance alone, per band of adjacent bins (twice the
+        # snapshots, half the bands), whitened with the band's first bin (where it is also
+        # steered); peak_activity reuses it
+        self._current_cov = self._whitened_covariance(X, w, self._band_Linv, self._bins_per_band)
         R = self._current_cov.copy()
         if self._acc is not None and decay > 0.0:
             R += np.complex64(decay) * self._acc
