@@ -89,7 +89,6 @@ class Pipeline:
         self.doa = DoaEstimator(self.mic_array, self.params)  # the one in use (live channels)
         self._estimators: dict[tuple[int, ...], DoaEstimator] = {(): self.doa}  # by dead set
         self.channel_health = ChannelHealth(self.mic_array.n_mics)
-        self.dead_channels: tuple[int, ...] = ()
         self.dead_channel_windows = 0
         self.vad = make_vad(self.params)
         self.vad_threshold = float(self.params["vad.threshold"])
@@ -114,6 +113,11 @@ class Pipeline:
     @property
     def n_channels(self) -> int:
         return self.mic_array.n_mics
+
+    @property
+    def dead_channels(self) -> tuple[int, ...]:
+        """Indices of the microphones left out as dead (:mod:`.channels`)."""
+        return self.channel_health.dead
 
     def set_camera(self, camera: CameraGeometry | None) -> None:
         self.camera = camera
@@ -169,11 +173,11 @@ class Pipeline:
                        spectra: np.ndarray) -> tuple[AudioWindow, np.ndarray]:
         """The window and spectra restricted to the live channels; switches ``self.doa`` to
         the live sub-array's estimator when the set of dead channels changes."""
+        before = self.channel_health.dead
         dead = self.channel_health.update(spectra)
-        if not dead and not self.dead_channels:
+        if not dead and not before:
             return window, spectra  # every step but a dead microphone's
-        if dead != self.dead_channels:
-            self.dead_channels = dead
+        if dead != before:
             if dead:
                 log.warning("microphone(s) %s carry no signal (> %.0f dB below the others): "
                             "left out of the DoA", list(dead), DEAD_DB)
