@@ -24,8 +24,8 @@ grid values, ours by peak confidence) and the sources are paired by Hungarian as
 the azimuth error; ACC@10 is the fraction of source-windows within 10 deg (a source left
 without an estimate is a miss), MAE is over the pairs. Time is per window on one thread:
 pyroomacoustics' ``locate_sources`` alone (its STFT is given), ours ``estimate()`` including
-its own STFT. TOPS (~0.3 s a window)
-is scored on every ``--tops-every``-th window only (its row shows how many).
+its own STFT. TOPS (~0.3 s a window) is scored on every ``--tops-every``-th window only (its row
+shows how many).
 
     python benchmarks/bench_doa_vs_pyroomacoustics.py --scenes 20
 """

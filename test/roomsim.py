@@ -6,6 +6,7 @@ import numpy as np
 import pyroomacoustics as pra
 
 from av_localization_ros.core.geometry import PRESETS
+from av_localization_ros.core.types import AudioWindow
 
 FS = 16000
 RESPEAKER = PRESETS["respeaker_usb_4mic_v2"]
@@ -55,8 +56,6 @@ def syllables(n, seed, floor=0.0):
 def process_windows(pipe, audio, sample_rate=FS, rate_hz=10.0, t0_ns=1_000_000_000):
     """``Pipeline.process`` on the windows of ``audio`` ``(M, N)``, one every ``1 / rate_hz``
     seconds, stamped from the sample index; the list of outputs."""
-    from av_localization_ros.core.types import AudioWindow
-
     win, step = pipe.window_samples, int(round(sample_rate / rate_hz))
     return [pipe.process(AudioWindow(audio[:, s:s + win],
                                      t0_ns + s * 1_000_000_000 // sample_rate, sample_rate))

@@ -18,8 +18,8 @@ majority is dead (the median of the others is then a dead level): the loss of on
 capsules is what it is for.
 
 Measured (30 one-talker tuning scenes, ReSpeaker 4-mic, mic 1 replaced by -90 dBFS self-noise):
-MUSIC ACC@10 0.821 / MAE 15.3 deg / MOTA 0.536 with the dead mic kept, 0.922 / 4.9 deg /
-0.790 with it left out (intact array: 0.984 / 2.9 deg / 0.849); SRP-PHAT MAE 17.4 -> 9.6 deg,
+MUSIC ACC@10 0.824 / MAE 13.4 deg / MOTA 0.549 with the dead mic kept, 0.918 / 5.0 deg /
+0.793 with it left out (intact array: 0.985 / 2.8 deg / 0.849); SRP-PHAT MAE 17.4 -> 9.6 deg,
 MOTA 0.468 -> 0.681.
 """
 from __future__ import annotations
