@@ -101,9 +101,28 @@ def main() -> int:
             lo, hi = bootstrap_interval(columns.get(key, []))
             checks[key] = {"value": value, "ci95": [lo, hi], "target": f"{op} {target}",
                            "pass": bool(value <= target if op == "<=" else value >= target)}
+        pooled = {k: float(np.nansum(columns.get(f"mot.{k}", [np.nan])))
+                  for k in ("idtp", "idfn", "idfp", "num_misses", "num_false_positives")}
+        seps = [v for v in columns.get("locata.handover_separation_deg", []) if np.isfinite(v)]
+        identity = None
+        if pooled["idtp"] > 0:  # where IDF1 goes: misses / false tracks, or identity alone
+            identity = {
+                "idfn_from_misses": pooled["num_misses"] / max(pooled["idfn"], 1.0),
+                "idfp_from_false_positives":
+                    pooled["num_false_positives"] / max(pooled["idfp"], 1.0),
+                "track_handovers_per_scene": mean.get("locata.track_handovers", float("nan")),
+                # median over the scenes with handovers of each scene's median
+                "handover_separation_deg_median": float(np.median(seps)) if seps else np.nan,
+            }
+            print(f"   {kind} identity: IDTP {pooled['idtp']:.0f}, IDFN {pooled['idfn']:.0f} "
+                  f"({identity['idfn_from_misses']:.0%} misses), IDFP {pooled['idfp']:.0f} "
+                  f"({identity['idfp_from_false_positives']:.0%} false tracks); track "
+                  f"handovers {identity['track_handovers_per_scene']:.2f} per scene, "
+                  f"median separation {identity['handover_separation_deg_median']:.1f} deg",
+                  flush=True)
         summary[kind] = {"scenes": args.scenes, "mean": mean, "checks": checks,
-                         "sim_s": round(t_sim, 1), "replay_s": round(t_replay, 1),
-                         "per_scene": per_scene}
+                         "identity": identity, "sim_s": round(t_sim, 1),
+                         "replay_s": round(t_replay, 1), "per_scene": per_scene}
         print(f"== {kind}: " + ", ".join(
             f"{k} {c['value']:.3f} [95% CI {c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}] "
             f"({c['target']}: {'PASS' if c['pass'] else 'FAIL'})"

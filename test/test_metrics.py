@@ -285,6 +285,33 @@ def test_gap_without_id_change_is_a_fragmentation_not_a_swap():
     assert loc["pd"] == pytest.approx(0.8)
 
 
+def test_track_handover_between_two_talkers_and_its_idf1_counts():
+    # talker 1 at 0 deg speaks on frames 0-3, talker 2 at 20 deg on frames 4-7 (1 silent then);
+    # one track, ID 5, follows whoever speaks: 0 swaps (each talker keeps one ID), 1 handover
+    # (track 5 passes from talker 1 to talker 2), separated by 20 deg at the handover frame.
+    # IDF1: the best one-to-one pairing gives track 5 to one talker (4 frames): IDTP = 4;
+    # GT detections 8 -> IDFN = 4; track detections 8 -> IDFP = 4; IDF1 = 8 / 16 = 0.5, while
+    # MOTA = 1 (no miss, no false positive, no switch: every frame is matched).
+    truth = [gt(0.1 * k, spk(1, 0.0, active=k < 4), spk(2, 20.0, active=k >= 4))
+             for k in range(8)]
+    ests = [est(0.1 * k, tracks=[track(5, 0.0 if k < 4 else 20.0)]) for k in range(8)]
+    loc = locata_metrics(ests, truth)
+    assert loc["track_swaps"] == 0
+    assert loc["track_handovers"] == 1
+    assert loc["handover_separation_deg"] == pytest.approx(20.0)
+    m = mot_metrics(ests, truth)
+    assert (m["idtp"], m["idfn"], m["idfp"]) == (4, 4, 4)
+    assert m["idf1"] == pytest.approx(0.5)
+    assert m["mota"] == pytest.approx(1.0)
+    # one ID per talker instead: no handover, IDTP 8, IDF1 1
+    ests = [est(0.1 * k, tracks=[track(5 if k < 4 else 6, 0.0 if k < 4 else 20.0)])
+            for k in range(8)]
+    assert locata_metrics(ests, truth)["track_handovers"] == 0
+    assert math.isnan(locata_metrics(ests, truth)["handover_separation_deg"])
+    m = mot_metrics(ests, truth)
+    assert (m["idtp"], m["idfn"], m["idfp"], m["idf1"]) == (8, 0, 0, 1.0)
+
+
 # ---------------------------------------------------------------------------- motmetrics
 
 def test_mot_three_frame_toy_with_one_switch():

@@ -277,6 +277,13 @@ def locata_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTru
       assigned to at its previous assignment (frames where it is unassigned are skipped over).
     * ``fragmentations``: number of times an active source that was assigned on the previous
       evaluated frame (and active there) loses its assignment.
+    * ``track_handovers`` (the dual of a swap; not a LOCATA measure): number of times a track
+      is assigned to another source than at its previous assignment, i.e. one track ID passes
+      from one talker to another - the error that costs IDF1 most when talkers take turns.
+      ``handover_separation_deg``: median azimuth distance, at the handover frame, between
+      the source the track leaves and the one it takes (NaN without handovers, or when the
+      source it leaves is not in that frame's ground truth). Small separations are talkers
+      whom the direction alone cannot tell apart; large ones are the tracker's own mistakes.
     * ``track_latency_s``: mean over source activity onsets (first frame, or an inactive ->
       active transition) of the time from the onset to the first frame in that activity period
       where the source is assigned. Undetected periods count their full length, which ends at
@@ -290,8 +297,10 @@ def locata_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTru
     az_err: list[float] = []
     el_err: list[float] = []
     ospa_vals: list[float] = []
-    n_gt = n_assigned = n_false = swaps = frags = 0
+    n_gt = n_assigned = n_false = swaps = frags = handovers = 0
     last_track: dict[int, int] = {}
+    last_source: dict[int, int] = {}  # track ID -> source it was assigned to last
+    handover_sep: list[float] = []
     prev_assigned: set[int] = set()
     stamps: list[int] = []
     # per frame: {speaker_id: assigned?} for active sources
@@ -313,6 +322,12 @@ def locata_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTru
             if sid in last_track and last_track[sid] != tid:
                 swaps += 1
             last_track[sid] = tid
+            if tid in last_source and last_source[tid] != sid:
+                handovers += 1
+                left = [x for x in sample.speakers if x.speaker_id == last_source[tid]]
+                if left:
+                    handover_sep.append(float(_az_error_deg(left[0].azimuth, act[i].azimuth)))
+            last_source[tid] = sid
             now_assigned.add(sid)
         active_ids = {s.speaker_id for s in act}
         frags += len((prev_assigned & active_ids) - now_assigned)
@@ -329,6 +344,8 @@ def locata_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTru
         "n_false_track_frames": n_false,
         "track_swaps": swaps,
         "fragmentations": frags,
+        "track_handovers": handovers,
+        "handover_separation_deg": float(np.median(handover_sep)) if handover_sep else float("nan"),
         "track_latency_s": _mean([lat for lat, _ in latencies]),
         "n_onsets": len(latencies),
         "n_onsets_detected": sum(1 for _, det in latencies if det),
@@ -372,7 +389,8 @@ def _onset_latencies(stamps: list[int], status: list[dict[int, bool]]
 # CLEAR-MOT via motmetrics
 # --------------------------------------------------------------------------------------------
 
-_MOT_FIELDS = ("mota", "motp", "idf1", "num_switches", "num_false_positives", "num_misses",
+_MOT_RATES = ("mota", "motp", "idf1")
+_MOT_COUNTS = ("idtp", "idfn", "idfp", "num_switches", "num_false_positives", "num_misses",
                "num_objects")
 
 
@@ -385,9 +403,14 @@ def mot_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTruthS
     One ``MOTAccumulator`` update per evaluated frame: objects = active source IDs,
     hypotheses = speaking track IDs (all tracks with ``use_all_tracks``), distance = angular
     distance in degrees, NaN (not matchable) beyond ``max_distance_deg``. Returns ``mota``
-    (1 - (FN + FP + IDSW) / GT), ``motp`` (mean matched distance, degrees), ``idf1``,
-    ``num_switches``, ``num_false_positives``, ``num_misses``, ``num_objects``,
-    ``n_frames``, ``n_skipped_frames``. ``mota``/``idf1`` are NaN when there are no objects.
+    (1 - (FN + FP + IDSW) / GT), ``motp`` (mean matched distance, degrees), ``idf1`` =
+    2 IDTP / (2 IDTP + IDFN + IDFP) with its counts ``idtp``, ``idfn``, ``idfp`` (Ristani et
+    al. 2016: the frames matched under the best one-to-one pairing of source and track IDs,
+    the source frames and the track frames left out of it), ``num_switches``,
+    ``num_false_positives``, ``num_misses``, ``num_objects``, ``n_frames``,
+    ``n_skipped_frames``. ``idfn - num_misses`` and ``idfp - num_false_positives`` are the
+    frames lost to identity alone (tracked, but under another talker's ID).
+    ``mota``/``idf1`` are NaN when there are no objects.
     """
     import motmetrics as mm  # heavy import (pandas); only needed here
 
@@ -399,14 +422,13 @@ def mot_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTruthS
         d = _dist(act, trk, azimuth_only)
         d = np.where(d <= max_distance_deg, d, np.nan)
         acc.update([s.speaker_id for s in act], [t.track_id for t in trk], d, frameid=k)
-    result = {f: float("nan") for f in _MOT_FIELDS}
-    result.update(num_switches=0, num_false_positives=0, num_misses=0, num_objects=0)
+    result = {**{f: float("nan") for f in _MOT_RATES}, **{f: 0 for f in _MOT_COUNTS}}
     if pairs:
-        summary = mm.metrics.create().compute(acc, metrics=list(_MOT_FIELDS), name="all")
+        summary = mm.metrics.create().compute(acc, metrics=[*_MOT_RATES, *_MOT_COUNTS],
+                                              name="all")
         row = summary.loc["all"]
-        for f in _MOT_FIELDS:
-            v = row[f]
-            result[f] = int(v) if f.startswith("num_") else float(v)
+        result.update({f: float(row[f]) for f in _MOT_RATES})
+        result.update({f: int(row[f]) for f in _MOT_COUNTS})
         if result["num_objects"] == 0:
             result["mota"] = float("nan")
             result["idf1"] = float("nan")
