@@ -93,6 +93,30 @@ MARKER = "visualization_msgs/msg/Marker"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 STRING = "std_msgs/msg/String"
 
+#: The input topics, by role: (name, message type). The nodes subscribe to the names as written:
+#: relative names resolve in the node's namespace (so a launch file can namespace and remap
+#: them), ``/tf_static`` is global. Bags (the simulator's, the replay's input) record them at
+#: the root namespace, see :func:`bag_topic`.
+INPUT_TOPICS: dict[str, tuple[str, str]] = {
+    "image": ("camera/image_raw", IMAGE),
+    "camera_info": ("camera/camera_info", CAMERA_INFO),
+    "audio": ("audio/audio", AUDIO_STAMPED),
+    "audio_info": ("audio/audio_info", AUDIO_INFO),
+    "tf_static": ("/tf_static", TF_MESSAGE),
+}
+
+
+def input_topic(role: str) -> str:
+    """The name a node subscribes to for the input ``role`` ("image", "audio", ...)."""
+    return INPUT_TOPICS[role][0]
+
+
+def bag_topic(role: str) -> str:
+    """The input topic of ``role`` at the root namespace, as a bag records it."""
+    name = input_topic(role)
+    return name if name.startswith("/") else "/" + name
+
+
 ARRAY_FRAME = "mic_array"
 CAMERA_FRAME = "camera_optical_frame"
 

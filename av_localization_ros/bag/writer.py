@@ -31,11 +31,11 @@ from av_localization_ros.evaluation.ground_truth import GROUND_TRUTH_TOPIC
 
 from . import messages as m
 
-TOPIC_AUDIO = "/audio/audio"
-TOPIC_AUDIO_INFO = "/audio/audio_info"
-TOPIC_IMAGE = "/camera/image_raw"
-TOPIC_CAMERA_INFO = "/camera/camera_info"
-TOPIC_TF_STATIC = "/tf_static"
+TOPIC_AUDIO = m.bag_topic("audio")
+TOPIC_AUDIO_INFO = m.bag_topic("audio_info")
+TOPIC_IMAGE = m.bag_topic("image")
+TOPIC_CAMERA_INFO = m.bag_topic("camera_info")
+TOPIC_TF_STATIC = m.bag_topic("tf_static")
 TOPIC_GROUND_TRUTH = GROUND_TRUTH_TOPIC
 
 #: Topics whose publishers are transient_local (latched) in a live system.

@@ -20,7 +20,7 @@ from ..bag import messages as m
 from ..bag.reader import bag_summary, read_bag
 from ..bag.writer import BagWriter
 from ..core.types import NS_PER_S, PipelineOutput
-from ..nodes.localizer_logic import INPUT_TOPICS, INPUT_TYPES, OUTPUT_NAMESPACE, LocalizerLogic
+from ..nodes.localizer_logic import OUTPUT_NAMESPACE, LocalizerLogic
 from .ground_truth import GROUND_TRUTH_TOPIC
 from .metrics import FrameEstimate, evaluate
 from . import plots
@@ -77,7 +77,8 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
         shutil.rmtree(out_bag)
     writer = BagWriter(out_bag, storage=storage) if write_bag else None
     reader = read_bag(bag_path)
-    expected_types = {INPUT_TOPICS[k]: t for k, t in INPUT_TYPES.items()}
+    role_of = {m.bag_topic(role): role for role in m.INPUT_TOPICS}
+    expected_types = {m.bag_topic(role): t for role, (_, t) in m.INPUT_TOPICS.items()}
     expected_types[GROUND_TRUTH_TOPIC] = m.STRING
     t0 = time.perf_counter()
     try:
@@ -91,18 +92,19 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
                 logic.stream._drop("wrong_message_type",
                                    f"{topic} carries {item.msgtype}; expected {expected}")
                 continue
-            if topic == INPUT_TOPICS["audio"]:
+            role = role_of.get(topic)
+            if role == "audio":
                 stamp = m.stamp_to_ns(msg.header.stamp)
                 first_audio_ns = stamp if first_audio_ns is None else first_audio_ns
                 last_audio_ns = stamp
                 outputs = logic.on_audio(msg)
-            elif topic == INPUT_TOPICS["image"]:
+            elif role == "image":
                 outputs = logic.on_image(msg)
-            elif topic == INPUT_TOPICS["camera_info"]:
+            elif role == "camera_info":
                 logic.on_camera_info(msg)
-            elif topic == INPUT_TOPICS["audio_info"]:
+            elif role == "audio_info":
                 logic.on_audio_info(msg)
-            elif topic == INPUT_TOPICS["tf_static"]:
+            elif role == "tf_static":
                 logic.on_tf_static(msg)
             elif topic == GROUND_TRUTH_TOPIC:
                 try:

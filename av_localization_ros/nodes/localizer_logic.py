@@ -20,20 +20,6 @@ from ..evaluation.plots import overlay_frame
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = {
-    "image": "/camera/image_raw",
-    "camera_info": "/camera/camera_info",
-    "audio": "/audio/audio",
-    "audio_info": "/audio/audio_info",
-    "tf_static": "/tf_static",
-}
-INPUT_TYPES = {
-    "image": m.IMAGE,
-    "camera_info": m.CAMERA_INFO,
-    "audio": m.AUDIO_STAMPED,
-    "audio_info": m.AUDIO_INFO,
-    "tf_static": m.TF_MESSAGE,
-}
 OUTPUT_NAMESPACE = "/av_localization"
 OUTPUT_TOPICS = {
     "doa": "sensor_msgs/msg/PointCloud2",

@@ -31,10 +31,6 @@ from .localizer_logic import OUTPUT_TOPICS, LocalizerLogic, validate_params
 from .rclpy_main import spin_node
 
 NODE_NAME = "av_localizer"
-INPUT_IMAGE = "camera/image_raw"
-INPUT_CAMERA_INFO = "camera/camera_info"
-INPUT_AUDIO = "audio/audio"
-INPUT_AUDIO_INFO = "audio/audio_info"
 OUTPUT_PREFIX = "av_localization"
 SYNC_QUEUE = 10
 SYNC_SLOP_S = 0.05
@@ -99,18 +95,19 @@ def make_node_class():
                                  durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
             audio_qos = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
                                    reliability=QoSReliabilityPolicy.RELIABLE)
-            self.create_subscription(_msg_class(m.AUDIO_INFO), INPUT_AUDIO_INFO,
+            self.create_subscription(_msg_class(m.AUDIO_INFO), m.input_topic("audio_info"),
                                      self._raw_cb("audio_info", m.AUDIO_INFO, self.logic.on_audio_info),
                                      latched, raw=True)
-            self.create_subscription(_msg_class(m.AUDIO_STAMPED), INPUT_AUDIO,
+            self.create_subscription(_msg_class(m.AUDIO_STAMPED), m.input_topic("audio"),
                                      self._raw_cb("audio", m.AUDIO_STAMPED, self._on_audio),
                                      audio_qos, raw=True)
             from message_filters import ApproximateTimeSynchronizer, Subscriber
 
             self._serialize = serialize_message
-            self.image_sub = Subscriber(self, _msg_class(m.IMAGE), INPUT_IMAGE,
+            self.image_sub = Subscriber(self, _msg_class(m.IMAGE), m.input_topic("image"),
                                         qos_profile=qos_profile_sensor_data)
-            self.info_sub = Subscriber(self, _msg_class(m.CAMERA_INFO), INPUT_CAMERA_INFO,
+            self.info_sub = Subscriber(self, _msg_class(m.CAMERA_INFO),
+                                       m.input_topic("camera_info"),
                                        qos_profile=qos_profile_sensor_data)
             self.sync = ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
                                                     queue_size=SYNC_QUEUE, slop=SYNC_SLOP_S)

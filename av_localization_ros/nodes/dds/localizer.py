@@ -31,11 +31,6 @@ from .wire import resolve
 
 log = logging.getLogger(__name__)
 
-INPUT_IMAGE = "camera/image_raw"
-INPUT_CAMERA_INFO = "camera/camera_info"
-INPUT_AUDIO = "audio/audio"
-INPUT_AUDIO_INFO = "audio/audio_info"
-TF_STATIC = "/tf_static"
 DIAGNOSTICS = "/diagnostics"
 OUTPUT_PREFIX = "av_localization"
 
@@ -67,16 +62,19 @@ class DdsLocalizer:
             hri.extend_typestore(n.store)
             self.voices_pub = n.create_publisher(hri.IDS_LIST, hri.TRACKED_VOICES_TOPIC)
             self.tf_pub = n.create_publisher(m.TF_MESSAGE, hri.TF_TOPIC, wire.QosProfile(True, 100, False))
-        n.create_subscription(m.AUDIO_INFO, r(INPUT_AUDIO_INFO), self._guard("audio_info", self._on_audio_info),
-                              wire.QOS_LATCHED)
-        n.create_subscription(m.TF_MESSAGE, TF_STATIC, self._guard("tf_static", self.logic.on_tf_static),
-                              QOS_TF_STATIC_READER)
-        n.create_subscription(m.AUDIO_STAMPED, r(INPUT_AUDIO), self._guard("audio", self._on_audio),
-                              wire.QosProfile(True, 100, False))
-        n.create_subscription(m.CAMERA_INFO, r(INPUT_CAMERA_INFO), self._guard("camera_info", self.sync.add_info),
-                              wire.QOS_SENSOR_DATA)
+        # names and types from the one input table (bag.messages.INPUT_TOPICS)
+        inputs = {  # role: (callback, QoS), subscribed in this order
+            "audio_info": (self._on_audio_info, wire.QOS_LATCHED),
+            "tf_static": (self.logic.on_tf_static, QOS_TF_STATIC_READER),
+            "audio": (self._on_audio, wire.QosProfile(True, 100, False)),
+            "camera_info": (self.sync.add_info, wire.QOS_SENSOR_DATA),
+        }
+        for role, (callback, qos) in inputs.items():
+            name, msgtype = m.INPUT_TOPICS[role]
+            n.create_subscription(msgtype, r(name), self._guard(role, callback), qos)
+        name, msgtype = m.INPUT_TOPICS["image"]
         self.image_sub = n.create_subscription(
-            m.IMAGE, r(INPUT_IMAGE), self._guard("image", self.sync.add_image),
+            msgtype, r(name), self._guard("image", self.sync.add_image),
             wire.QOS_SENSOR_DATA, latest_only=latest_image_only)
 
     # --- inputs ---------------------------------------------------------------------------
