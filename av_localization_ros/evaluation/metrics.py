@@ -280,9 +280,10 @@ def locata_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTru
     * ``track_handovers`` (the dual of a swap; not a LOCATA measure): number of times a track
       is assigned to another source than at its previous assignment, i.e. one track ID passes
       from one talker to another - the error that costs IDF1 most when talkers take turns.
-      ``handover_separation_deg``: median azimuth distance, at the handover frame, between
-      the source the track leaves and the one it takes (NaN without handovers, or when the
-      source it leaves is not in that frame's ground truth). Small separations are talkers
+      ``handover_separation_deg``: median distance (as all distances here: azimuth, or great
+      circle without ``azimuth_only``), at the handover frame, between the source the track
+      leaves and the one it takes (NaN without handovers, or when the source it leaves is not
+      in that frame's ground truth). Small separations are talkers
       whom the direction alone cannot tell apart; large ones are the tracker's own mistakes.
     * ``track_latency_s``: mean over source activity onsets (first frame, or an inactive ->
       active transition) of the time from the onset to the first frame in that activity period
@@ -326,7 +327,7 @@ def locata_metrics(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTru
                 handovers += 1
                 left = [x for x in sample.speakers if x.speaker_id == last_source[tid]]
                 if left:
-                    handover_sep.append(float(_az_error_deg(left[0].azimuth, act[i].azimuth)))
+                    handover_sep.append(float(_dist(left, [act[i]], azimuth_only)[0, 0]))
             last_source[tid] = sid
             now_assigned.add(sid)
         active_ids = {s.speaker_id for s in act}

@@ -77,22 +77,20 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
         shutil.rmtree(out_bag)
     writer = BagWriter(out_bag, storage=storage) if write_bag else None
     reader = read_bag(bag_path)
-    role_of = {m.bag_topic(role): role for role in m.INPUT_TOPICS}
-    expected_types = {m.bag_topic(role): t for role, (_, t) in m.INPUT_TOPICS.items()}
-    expected_types[GROUND_TRUTH_TOPIC] = m.STRING
+    inputs = {m.bag_topic(role): (role, msgtype) for role, (_, msgtype) in m.INPUT_TOPICS.items()}
+    inputs[GROUND_TRUTH_TOPIC] = ("ground_truth", m.STRING)
     t0 = time.perf_counter()
     try:
         for item in tqdm(reader, total=total, disable=not progress, unit="msg",
                          desc=f"replay {bag_path.name}"):
             topic, msg = item.topic, item.msg
             outputs = []
-            expected = expected_types.get(topic)
+            role, expected = inputs.get(topic, (None, None))
             if expected is not None and item.msgtype != expected:
                 # e.g. a driver's header-less AudioData on /audio/audio: no stamp to use
                 logic.stream._drop("wrong_message_type",
                                    f"{topic} carries {item.msgtype}; expected {expected}")
                 continue
-            role = role_of.get(topic)
             if role == "audio":
                 stamp = m.stamp_to_ns(msg.header.stamp)
                 first_audio_ns = stamp if first_audio_ns is None else first_audio_ns
@@ -106,7 +104,7 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
                 logic.on_audio_info(msg)
             elif role == "tf_static":
                 logic.on_tf_static(msg)
-            elif topic == GROUND_TRUTH_TOPIC:
+            elif role == "ground_truth":
                 try:
                     truth.append(m.ground_truth_from_msg(msg))
                 except ValueError as exc:
