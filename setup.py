@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
         (f"share/{PACKAGE}/models", glob("models/*")),
     ],
-    install_requires=["setuptools", "numpy", "scipy", "pyyaml", "tqdm", "onnxruntime",
+    install_requires=["setuptools", "numpy", "numba", "scipy", "pyyaml", "tqdm", "onnxruntime",
                       "opencv-python-headless", "rosbags", "pyroomacoustics", "motmetrics",
                       "matplotlib", "imageio"],
     zip_safe=True,

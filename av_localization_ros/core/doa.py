@@ -41,7 +41,9 @@ Estimators
   bins cannot dominate).
 * :class:`DoaEstimator` -- what the pipeline runs: onset- and SNR-weighted time-frequency
   cells, recursive smoothing over windows, then SRP-PHAT or diffuse-whitened MUSIC; see its
-  docstring for the maths and why.
+  docstring for the maths and why. Its per-band loops (cell weights, band covariances, the
+  subspace update, the MUSIC map, beam shares) run as compiled kernels (core/kernels.py):
+  with 4 x 4 matrices per band the numpy calls' overhead, not the arithmetic, set the cost.
 * :func:`find_peaks` -- 2-D local maxima with azimuth wrap-around, greedy non-maximum
   suppression by great-circle distance.
 """
@@ -53,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as _sfft
 
+from . import kernels
 from .geometry import SPEED_OF_SOUND_M_S, MicArray
 from .stft import n_frames, window_spectra
 from .types import AudioWindow, DoaPeak
@@ -329,23 +332,9 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
         return []
     rel = (m.astype(np.float64) - lo) / (hi - lo)
     wraps = grid.azimuth_wraps
-    pad = np.full((n_el + 2, n_az + 2), -np.inf)
-    pad[1:-1, 1:-1] = rel
-    if wraps:
-        pad[1:-1, 0] = rel[:, -1]
-        pad[1:-1, -1] = rel[:, 0]
-    is_peak = rel >= min_rel_height
-    # strictly above the neighbours "before" (up/left), at least equal to those after
-    is_peak &= rel > pad[1:-1, :-2]
-    is_peak &= rel >= pad[1:-1, 2:]
-    if n_el > 1:
-        for da in (0, 1, 2):
-            is_peak &= rel > pad[:-2, da:da + n_az]
-            is_peak &= rel >= pad[2:, da:da + n_az]
-    flat = np.flatnonzero(is_peak.ravel())
+    flat = kernels.local_maxima(rel, wraps, float(min_rel_height), 32)
     if flat.size == 0:
         return []
-    flat = flat[np.argsort(-rel.ravel()[flat], kind="stable")][:32]
     # cosines between all candidates at once; the greedy pass below is plain Python (a few
     # candidates: per-pair numpy calls would cost more than the arithmetic)
     units = grid.unit_vectors.reshape(-1, 3)[flat]
@@ -363,12 +352,12 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
         az = float(grid.azimuths[a])
         el = float(grid.elevations[e])
         if n_az >= 3 and (wraps or 0 < a < n_az - 1):  # parabolic refinement
-            y0, y1, y2 = pad[1 + e, a:a + 3].tolist()
+            y0, y1, y2 = rel[e, a - 1], rel[e, a], rel[e, (a + 1) % n_az]
             den = y0 - 2.0 * y1 + y2
             if math.isfinite(den) and den < 0:
                 az += az_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
         if n_el >= 3 and 0 < e < n_el - 1:
-            y0, y1, y2 = pad[e:e + 3, 1 + a].tolist()
+            y0, y1, y2 = rel[e - 1, a], rel[e, a], rel[e + 1, a]
             den = y0 - 2.0 * y1 + y2
             if den < 0:
                 el += el_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
@@ -398,23 +387,6 @@ BINS_PER_BAND = 2  # MUSIC: adjacent STFT bins (Hann: overlapping) pooled into o
 ACTIVITY_BIN_STRIDE = 4  # peak_activity reads every 4th band bin (Hann bins overlap anyway)
 assert ACTIVITY_BIN_STRIDE % BINS_PER_BAND == 0  # peak_activity reads MUSIC's band covariances
 MIN_FRAME_POWER = 1e-13  # mean |X|^2 per bin below this = digital silence (about -150 dBFS)
-
-
-def _orthonormalise(Z: np.ndarray) -> np.ndarray:
-    """Modified Gram-Schmidt on the columns of each ``(M, K)`` matrix of ``Z (F, M, K)``.
-
-    Inner products and norms are einsums (on the float32 (re, im) view for the norms): at
-    these sizes the number of numpy calls, not the arithmetic, sets the cost."""
-    tiny = np.finfo(np.float32).tiny
-    cols = []
-    for k in range(Z.shape[2]):
-        v = Z[:, :, k]
-        for q in cols:
-            v = v - np.einsum("fm,fm->f", np.conj(q), v)[:, None] * q  # v -= (q^H v) q
-        vr = np.ascontiguousarray(v).view(np.float32)
-        n = np.sqrt(np.einsum("fm,fm->f", vr, vr))  # ||v||
-        cols.append(v / np.maximum(n, tiny)[:, None])
-    return np.stack(cols, axis=2)
 
 
 class DoaEstimator:
@@ -503,6 +475,7 @@ class DoaEstimator:
         self._fs = None
         self.freqs = None  # Hz of the bins used; set with the sample rate
         self.reset()
+        kernels.warm_up()  # compile (or load) now, not on the first audio window
         fs = int(p.get("sample_rate") or 0)  # 0 = "from AudioInfo": set up on the first window
         if fs > 0:
             self._setup(fs)
@@ -625,21 +598,13 @@ class DoaEstimator:
             k = slice(0, C.shape[0] * ACTIVITY_BIN_STRIDE, ACTIVITY_BIN_STRIDE)
         else:  # SRP-PHAT did not need it
             X, w = self._current
-            C = self._whitened_covariance(X[:, :, k], w[:, k], self._Linv[k], 1)
-        total = np.trace(C, axis1=1, axis2=2).real  # tr C_f
-        used = (total > 1e-6 * max(float(total.max()), 1e-30)).astype(np.float32)
-        n_used = float(used.sum())
-        if n_used == 0.0:
-            return [0.0] * len(peaks)
+            C = kernels.whitened_band_covariances(X[:, :, k], np.ascontiguousarray(w[:, k]),
+                                                  np.ascontiguousarray(self._Linv[k]), 1)
         cols = [self.grid.nearest_index(p.azimuth, p.elevation) for p in peaks]
-        b = np.ascontiguousarray(self._whitened_steering[k, :, cols])  # (F', M, n)
-        cb = C @ b
-        # Re{b^H C b} per bin and peak, on the float32 (re, im) views
-        prod = np.einsum("fmk,fmk->fk", b.view(np.float32), cb.view(np.float32))
-        share = prod[:, 0::2] + prod[:, 1::2]
-        share /= self._anorm[k, cols]
-        share /= np.maximum(total, 1e-30)[:, None]
-        return [float(x) for x in (used @ share) / n_used]
+        share = kernels.beam_power_share(C, np.ascontiguousarray(self._whitened_steering[k, :, cols]),
+                                         np.ascontiguousarray(self._anorm[k, cols]),
+                                         np.float32(1e-6))
+        return [float(x) for x in share]
 
     # -- pieces --------------------------------------------------------------------------
     def _weights(self, X: np.ndarray, stamp_ns: int) -> tuple[np.ndarray, float]:
@@ -653,21 +618,12 @@ class DoaEstimator:
                 self._noise = None
             dt = 0.0
         self._last_stamp = stamp_ns
-        # mean over mics of |X|^2, on the (re, im) float32 view: one square, one channel sum,
-        # then the re/im pairs (the band slice keeps the last axis contiguous)
-        sq = X.view(np.float32) if X.strides[-1] == X.itemsize else \
-            np.ascontiguousarray(X).view(np.float32)
-        sq = np.square(sq).sum(axis=0)  # (T, 2F)
-        pw = sq[:, 0::2] + sq[:, 1::2]
-        pw *= np.float32(1.0 / X.shape[0])  # (T, F)
-        floor = np.float32(1e-20)
         # Frames of digital silence (zero-filled gaps) carry no information and must not pull
         # the noise floor to zero: they get weight 0 and stay out of the minimum.
-        valid = pw.mean(axis=1) > MIN_FRAME_POWER  # (T,)
-        all_valid = bool(valid.all())  # the usual case: no masking needed below
-        if all_valid or valid.any():
-            # per-bin noise floor: minimum statistics with a bounded rise rate
-            wmin = (pw if all_valid else pw[valid]).min(axis=0) * np.float32(NOISE_MIN_BIAS) + floor
+        pw, valid, wmin = kernels.cell_power(X, np.float32(NOISE_MIN_BIAS),
+                                             np.float32(MIN_FRAME_POWER))
+        if valid.any():  # per-bin noise floor: minimum statistics with a bounded rise rate
+            wmin += np.float32(1e-20)
             if self._noise is None:
                 self._noise = wmin
             else:
@@ -675,25 +631,9 @@ class DoaEstimator:
                 self._noise = np.minimum(self._noise * rise, wmin)
         if self._noise is None:
             return np.zeros_like(pw), dt
-        # in place from here: one (T, F) buffer for the SNR weight, one for the onset weight
-        w = pw / self._noise
-        w -= 1.0
-        np.maximum(w, 0.0, out=w)
-        if SNR_EXPONENT == 0.5:
-            np.sqrt(w, out=w)
-        else:
-            w **= SNR_EXPONENT
-        lp = np.log10(pw + floor)
-        onset = np.empty_like(pw)
-        onset[0] = 0.0
-        rise_db = np.subtract(lp[1:], lp[:-1], out=onset[1:])
-        rise_db *= 10.0
-        np.clip(rise_db, 0.0, ONSET_MAX_DB, out=rise_db)
-        if not all_valid:
-            onset[1:] *= (valid[1:] & valid[:-1])[:, None]
-            onset[~valid] = 0.0
-        w *= onset
-        return w.astype(np.float32, copy=False), dt
+        w = kernels.onset_snr_weights(pw, self._noise, valid, np.float32(ONSET_MAX_DB),
+                                      np.float32(SNR_EXPONENT), np.float32(1e-20))
+        return w, dt
 
     def _srp(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray:
         C = X[self._pi] * np.conj(X[self._pj])  # (P, T, F)
@@ -705,32 +645,14 @@ class DoaEstimator:
         self._acc = v
         return v.ravel() @ self._W_flat
 
-    @staticmethod
-    def _whitened_covariance(X: np.ndarray, w: np.ndarray, Linv: np.ndarray,
-                             bins_per_band: int) -> np.ndarray:
-        """``L_b^-1 (sum_{t, f in b} w[t, f] x_ft x_ft^H) L_b^-H`` ``(B, M, M)`` of one
-        window's cells ``X (M, T, F)`` with weights ``w (T, F)``, per band ``b`` of
-        ``bins_per_band`` adjacent bins (1 = per bin; a trailing partial band is left out),
-        whitened with ``Linv (B, M, M)``, one matrix per band."""
-        m, t, f = X.shape
-        g = bins_per_band
-        nb = f // g
-        # weighted cells written straight into the contiguous (B, M, g T) layout the batched
-        # products want (a transposed view would be copied by each matmul)
-        Xw = np.empty((nb, m, g, t), dtype=np.complex64)
-        np.multiply(X[:, :, : nb * g].reshape(m, t, nb, g).transpose(2, 0, 3, 1),
-                    np.sqrt(w[:, : nb * g]).reshape(t, nb, g).transpose(1, 2, 0)[:, None],
-                    out=Xw)
-        Y = Linv @ Xw.reshape(nb, m, g * t)  # whitened
-        return Y @ np.conj(Y.transpose(0, 2, 1))
-
     def _music(self, X: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray | None:
         m = X.shape[0]
         k = self.n_sources
         # this window's whitened covariance alone, per band of adjacent bins (twice the
         # snapshots, half the bands), whitened with the band's first bin (where it is also
         # steered); peak_activity reuses it
-        self._current_cov = self._whitened_covariance(X, w, self._band_Linv, self._bins_per_band)
+        self._current_cov = kernels.whitened_band_covariances(X, w, self._band_Linv,
+                                                              self._bins_per_band)
         R = self._current_cov.copy()
         if self._acc is not None and decay > 0.0:
             R += np.complex64(decay) * self._acc
@@ -750,26 +672,11 @@ class DoaEstimator:
             Q = np.ascontiguousarray(vecs[:, :, m - k:], dtype=np.complex64)
             lam_sig = lam[:, m - k:].sum(axis=1)
         else:  # one orthogonal (subspace) iteration from the previous window's subspace
-            Q0 = self._Q
-            Z = R @ Q0
-            Z += load * Q0  # Rl Q without forming Rl
-            zr = Z.view(np.float32)  # Re{Q^H Z} summed = sum of re*re + im*im pairs
-            lam_sig = np.einsum("fij,fij->f", Q0.view(np.float32), zr)  # Rayleigh quotients
-            Q = _orthonormalise(Z)
+            Q, lam_sig = kernels.subspace_iteration(R, self._Q, load)
         self._Q = Q
         ratio = np.maximum(lam_sig, 0.0) / (np.maximum(tr - lam_sig, 0.0) + 1e-9 * scale)
         wf = np.log1p(ratio).astype(np.float32)
-        # ||Q^H L^-1 a||^2 = a^H S a with S = L^-H Q Q^H L^-1, in pair form
-        B = self._band_LinvH @ Q  # (bands, M, K)
-        S = B @ np.conj(B.transpose(0, 2, 1))
-        sp = S[:, self._pi, self._pj]
-        # the factor -2 goes on the (F, 2P) pair vector, not on the (F, G) product
-        v = np.concatenate([sp.real, sp.imag], axis=1)[:, None, :] * np.float32(-2.0)
-        tr_s = np.trace(S, axis1=1, axis2=2).real
-        d = (v @ self._band_W)[:, 0, :]
-        d += self._band_anorm
-        d -= tr_s[:, None]  # (bands, G) = a^H L^-H P_n L^-1 a
-        np.maximum(d, self._band_anorm_floor, out=d)
-        p = np.divide(self._band_anorm, d, out=d)
-        # sum_f wf p_f / max_u p_f, with the per-bin normalisation folded into the weights
-        return (wf / p.max(axis=1)) @ p
+        # ||Q^H L^-1 a||^2 = a^H S a with S = L^-H Q Q^H L^-1, in pair form; the per-band
+        # normalisation sum_f wf p_f / max_u p_f is folded into the kernel
+        return kernels.normmusic_map(Q, self._band_LinvH, self._band_W, self._band_anorm,
+                                     self._band_anorm_floor, wf, self._pi, self._pj)
