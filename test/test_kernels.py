@@ -190,3 +190,35 @@ def test_local_maxima_plateau_and_wrap():
     rel[0, 0] = 0.6  # now cell 0 is above its wrapped left neighbour 11
     assert K.local_maxima(rel, True, 0.3, 32).tolist() == [3, 0]
     assert K.local_maxima(rel, False, 0.3, 32).tolist() == [3, 0, 11]
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_kalman_predict_and_joseph_update_match_the_textbook_formulas(n):
+    rng = _rng(8)
+    d = n // 2
+    A = rng.standard_normal((n, n))
+    P0 = A @ A.T + n * np.eye(n)
+    x0 = rng.standard_normal(n)
+    F = np.eye(n) + 0.1 * rng.standard_normal((n, n))
+    B = rng.standard_normal((n, n))
+    Q = B @ B.T
+    t = rng.uniform(0.5, 2.0, n)
+    x, P = x0.copy(), P0.copy()
+    K.kalman_predict(x, P, F, Q, t)
+    np.testing.assert_allclose(x, F @ x0, rtol=1e-12)
+    np.testing.assert_allclose(P, F @ P0 @ F.T + np.diag(t) @ Q @ np.diag(t), rtol=1e-12)
+
+    Rm = rng.standard_normal((d, d))
+    R = Rm @ Rm.T + np.eye(d)
+    nu = rng.standard_normal(d)
+    H = np.hstack([np.eye(d), np.zeros((d, n - d))])
+    x1, P1 = x.copy(), P.copy()
+    K.kalman_update(x1, P1, nu, R)
+    S = H @ P @ H.T + R
+    gain = P @ H.T @ np.linalg.inv(S)
+    np.testing.assert_allclose(x1, x + gain @ nu, rtol=1e-10)
+    # optimal gain: the Joseph form equals the short form (I - K H) P
+    np.testing.assert_allclose(P1, (np.eye(n) - gain @ H) @ P, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(P1, P1.T)
+    with pytest.raises(np.linalg.LinAlgError):
+        K.kalman_update(x1, np.zeros((n, n)), nu, np.zeros((d, d)))

@@ -325,51 +325,14 @@ def find_peaks(doa_map: np.ndarray, grid: DirectionGrid, max_sources: int = 3,
     n_el, n_az = grid.shape
     if m.size != n_el * n_az or max_sources <= 0:
         return []
-    m = m.reshape(n_el, n_az)
-    lo, hi = float(m.min()), float(m.max())
-    # min/max propagate NaN and reach +-Inf, so finite extremes mean a finite map
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        return []
-    rel = (m.astype(np.float64) - lo) / (hi - lo)
     wraps = grid.azimuth_wraps
-    flat = kernels.local_maxima(rel, wraps, float(min_rel_height), 32)
-    if flat.size == 0:
-        return []
-    # cosines between all candidates at once; the greedy pass below is plain Python (a few
-    # candidates: per-pair numpy calls would cost more than the arithmetic)
-    units = grid.unit_vectors.reshape(-1, 3)[flat]
-    cos_pairs = (units @ units.T).tolist()
-    cos_sep = math.cos(min_separation_rad)
     az_step = _TWO_PI / n_az if wraps else (
         float(np.mean(np.diff(grid.azimuths))) if n_az > 1 else 0.0)
     el_step = float(np.mean(np.diff(grid.elevations))) if n_el > 1 else 0.0
-    peaks: list[DoaPeak] = []
-    accepted: list[int] = []
-    for k, idx in enumerate(flat.tolist()):
-        if any(cos_pairs[k][j] > cos_sep for j in accepted):
-            continue  # closer than min_separation to a stronger peak
-        e, a = divmod(idx, n_az)
-        az = float(grid.azimuths[a])
-        el = float(grid.elevations[e])
-        if n_az >= 3 and (wraps or 0 < a < n_az - 1):  # parabolic refinement
-            y0, y1, y2 = rel[e, a - 1], rel[e, a], rel[e, (a + 1) % n_az]
-            den = y0 - 2.0 * y1 + y2
-            if math.isfinite(den) and den < 0:
-                az += az_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
-        if n_el >= 3 and 0 < e < n_el - 1:
-            y0, y1, y2 = rel[e - 1, a], rel[e, a], rel[e + 1, a]
-            den = y0 - 2.0 * y1 + y2
-            if den < 0:
-                el += el_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
-        az = (az + math.pi) % _TWO_PI - math.pi
-        if az <= -math.pi:
-            az += _TWO_PI
-        accepted.append(k)
-        peaks.append(DoaPeak(azimuth=az, elevation=el,
-                             confidence=min(max(float(rel[e, a]), 0.0), 1.0)))
-        if len(peaks) >= max_sources:
-            break
-    return peaks
+    rows = kernels.map_peaks(m.reshape(n_el, n_az), grid.unit_vectors, grid.azimuths,
+                             grid.elevations, wraps, int(max_sources),
+                             math.cos(min_separation_rad), float(min_rel_height), az_step, el_step)
+    return [DoaPeak(azimuth=az, elevation=el, confidence=conf) for az, el, conf in rows.tolist()]
 
 
 # --------------------------------------------------------------------------------------------

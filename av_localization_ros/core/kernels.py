@@ -310,6 +310,137 @@ def local_maxima(rel, wraps, min_height, max_count):
     return idx[order[:max_count]]
 
 
+@njit(cache=True)
+def map_peaks(doa_map, units, azimuths, elevations, wraps, max_count, cos_sep, min_height,
+              az_step, el_step):
+    """Peaks of a DoA map ``(n_el, n_az)``, strongest first, as rows ``[az, el, confidence]``
+    ``(k, 3)`` float64 (``k = 0`` for a map that is constant or not finite).
+
+    ``rel = (map - min) / (max - min)``; candidates are :func:`local_maxima` of ``rel`` above
+    ``min_height`` (the 32 highest); each is accepted greedily by height when its unit vector
+    ``units[e, a]`` has a cosine ``<= cos_sep`` with every accepted one, up to ``max_count``.
+    Accepted positions are refined by a parabola through the neighbours, ``x += step x
+    clip((y0 - y2) / (2 (y0 - 2 y1 + y2)), -1/2, 1/2)`` where the curvature is negative, in
+    azimuth (wrapping, or away from the ends) and in elevation (away from the ends); the
+    azimuth is wrapped to (-pi, pi]. The confidence is ``rel`` at the peak.
+    """
+    n_el, n_az = doa_map.shape
+    out = np.empty((0, 3), np.float64)
+    lo = np.inf
+    hi = -np.inf
+    for e in range(n_el):
+        for a in range(n_az):
+            v = np.float64(doa_map[e, a])
+            if not np.isfinite(v):
+                return out
+            lo = min(lo, v)
+            hi = max(hi, v)
+    if not hi > lo:
+        return out
+    rel = np.empty((n_el, n_az), np.float64)
+    for e in range(n_el):
+        for a in range(n_az):
+            rel[e, a] = (np.float64(doa_map[e, a]) - lo) / (hi - lo)
+    cand = local_maxima(rel, wraps, min_height, 32)
+    out = np.empty((min(max_count, cand.size), 3), np.float64)
+    accepted = np.empty(cand.size, np.int64)
+    n = 0
+    two_pi = 2.0 * np.pi
+    for idx in cand:
+        if n >= max_count:
+            break
+        e, a = idx // n_az, idx % n_az
+        close = False
+        for j in range(n):
+            ej, aj = accepted[j] // n_az, accepted[j] % n_az
+            c = (units[e, a, 0] * units[ej, aj, 0] + units[e, a, 1] * units[ej, aj, 1]
+                 + units[e, a, 2] * units[ej, aj, 2])
+            if c > cos_sep:
+                close = True
+                break
+        if close:
+            continue  # closer than the minimum separation to a stronger peak
+        az = azimuths[a]
+        el = elevations[e]
+        if n_az >= 3 and (wraps or 0 < a < n_az - 1):
+            y0, y1, y2 = rel[e, a - 1 if a > 0 else n_az - 1], rel[e, a], rel[e, (a + 1) % n_az]
+            den = y0 - 2.0 * y1 + y2
+            if den < 0.0:
+                az += az_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
+        if n_el >= 3 and 0 < e < n_el - 1:
+            y0, y1, y2 = rel[e - 1, a], rel[e, a], rel[e + 1, a]
+            den = y0 - 2.0 * y1 + y2
+            if den < 0.0:
+                el += el_step * min(max(0.5 * (y0 - y2) / den, -0.5), 0.5)
+        az = az - two_pi * np.floor((az + np.pi) / two_pi)  # [-pi, pi)
+        if az <= -np.pi:
+            az += two_pi
+        accepted[n] = idx
+        out[n, 0] = az
+        out[n, 1] = el
+        out[n, 2] = min(max(rel[e, a], 0.0), 1.0)
+        n += 1
+    return out[:n]
+
+
+@njit(cache=True)
+def kalman_predict(x, P, F, Q, t):
+    """Kalman prediction in place: ``x <- F x``, ``P <- F P F^T + T Q T`` with ``T = diag(t)``
+    (a per-axis scaling of the process noise), symmetrised. ``x (n,)``, ``P, F, Q (n, n)``."""
+    n = x.shape[0]
+    xn = np.zeros(n)
+    FP = np.zeros((n, n))
+    for i in range(n):
+        for k in range(n):
+            xn[i] += F[i, k] * x[k]
+            for j in range(n):
+                FP[i, j] += F[i, k] * P[k, j]
+    for i in range(n):
+        x[i] = xn[i]
+        for j in range(i + 1):
+            acc = Q[i, j] * t[i] * t[j]
+            for k in range(n):
+                acc += FP[i, k] * F[j, k]
+            P[i, j] = acc
+    for i in range(n):  # the lower triangle was computed: mirror it
+        for j in range(i + 1, n):
+            P[i, j] = P[j, i]
+
+
+@njit(cache=True)
+def kalman_update(x, P, nu, R):
+    """Kalman update in place for ``H = [I 0]`` (the first ``d = len(nu)`` state components are
+    measured), Joseph form::
+
+        S = P[:d, :d] + R,   K = P[:, :d] S^-1,   x <- x + K nu
+        P <- (I - K H) P (I - K H)^T + K R K^T      (symmetrised)
+
+    (valid for any gain, so rounding cannot make ``P`` lose positive definiteness). Raises
+    when ``S`` is singular."""
+    n = x.shape[0]
+    d = nu.shape[0]
+    S = P[:d, :d] + R
+    K = np.ascontiguousarray(P[:, :d]) @ np.linalg.inv(S)
+    for i in range(n):
+        for k in range(d):
+            x[i] += K[i, k] * nu[k]
+    A = np.eye(n)
+    A[:, :d] -= K
+    AP = A @ P
+    KR = K @ R
+    for i in range(n):
+        for j in range(i + 1):
+            acc = 0.0
+            for k in range(n):
+                acc += AP[i, k] * A[j, k]
+            for k in range(d):
+                acc += KR[i, k] * K[j, k]
+            P[i, j] = acc
+    for i in range(n):
+        for j in range(i + 1, n):
+            P[i, j] = P[j, i]
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the array layouts the estimator
     passes: the band-limited spectra and every other band covariance are strided views."""
@@ -325,7 +456,16 @@ def warm_up() -> None:
     ones = np.ones((f, g), np.float32)
     normmusic_map(Q, eye, np.ones((f, 2, g), np.float32), ones, ones * np.float32(1e-6),
                   np.ones(f, np.float32), *pairs)
-    local_maxima(np.zeros((2, g)), True, 0.3, 32)
+    grid_az, grid_el = np.arange(g, dtype=np.float64), np.zeros(1)
+    units = np.zeros((1, g, 3))
+    for arr in (grid_az, grid_el, units):
+        arr.setflags(write=False)  # DirectionGrid's arrays are read-only
+    map_peaks(np.arange(g, dtype=np.float32)[None], units, grid_az, grid_el, True, 3, 0.9, 0.3,
+              1.0, 0.0)
+    for n in (4, 6):  # the angular and the 3-D filter
+        x, P = np.zeros(n), np.eye(n)
+        kalman_predict(x, P, np.eye(n), np.eye(n), np.ones(n))
+        kalman_update(x, P, np.zeros(n // 2), np.eye(n // 2))
     for cov in (C, C[::2]):
         beam_power_share(cov, np.ones((cov.shape[0], m, 2), np.complex64),
                          np.ones((cov.shape[0], 2), np.float32), np.float32(1e-6))

@@ -104,6 +104,7 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from . import kernels
 from .types import NS_PER_S, Detection, TrackState, angular_distance_scalar, wrap_angle
 
 _DEG = math.pi / 180.0
@@ -115,6 +116,7 @@ _TENTATIVE_GATE_SIGMAS = 2.5  # gate of a tentative track, in innovation standar
 _DORMANT_MISSES = 2  # frames with nothing in the gate after which a track is dormant
 _RESUME_SIGMAS = 2.0  # within the hold, a dormant track takes a detection this many s away at once
 _INFEASIBLE = 1e9
+_ONES_6 = np.ones(6)  # no per-axis process-noise scaling in 3-D
 
 
 def _wrap(a: float) -> float:
@@ -155,22 +157,8 @@ def _cv_model_cached(dt: float, dt_coast: float, tau: float, q: float,
     return F, Q
 
 
-def _joseph_update(x, P, nu, H, R, S_inv=None):
-    """Kalman update in Joseph form; ``S_inv`` = (H P H^T + R)^-1 when the caller has it."""
-    if S_inv is None:
-        K = np.linalg.solve(H @ P @ H.T + R, H @ P).T  # P H^T S^-1 (S, P symmetric)
-    else:
-        K = P @ H.T @ S_inv
-    x = x + K @ nu
-    A = np.eye(len(x)) - K @ H
-    P = A @ P @ A.T + K @ R @ K.T
-    return x, 0.5 * (P + P.T)
-
-
 class AngularCVFilter:
     """Constant-velocity Kalman filter over ``[az, el, az_rate, el_rate]`` (radians)."""
-
-    H = np.hstack([np.eye(2), np.zeros((2, 2))])
 
     def __init__(self, azimuth: float, elevation: float, meas_std: float, confidence: float = 1.0):
         self.x = np.array([float(wrap_angle(azimuth)), float(elevation), 0.0, 0.0])
@@ -195,12 +183,9 @@ class AngularCVFilter:
         """``Q`` is the process noise on the sphere; its azimuth rows/columns are scaled by
         ``1 / cos(el)`` (the same angular acceleration is a larger azimuth acceleration)."""
         c = max(math.cos(self.x[1]), _MIN_COS_EL)
-        t = np.array([1.0 / c, 1.0, 1.0 / c, 1.0])
-        self.x = F @ self.x
+        kernels.kalman_predict(self.x, self.P, F, Q, np.array([1.0 / c, 1.0, 1.0 / c, 1.0]))
         self.x[0] = _wrap(self.x[0])
         self.x[1] = min(max(self.x[1], -0.5 * math.pi), 0.5 * math.pi)
-        self.P = F @ self.P @ F.T + Q * (t[:, None] * t[None, :])  # T Q T, T = diag(t)
-        self.P = 0.5 * (self.P + self.P.T)
 
     def innovation(self, azimuth: float, elevation: float) -> np.ndarray:
         return np.array([_wrap(azimuth - self.x[0]), elevation - self.x[1]])
@@ -230,20 +215,13 @@ class AngularCVFilter:
         return i00 * n0 * n0 + 2.0 * i01 * n0 * n1 + i11 * n1 * n1 + math.log(det)
 
     def update(self, azimuth: float, elevation: float, R: np.ndarray) -> None:
-        # H = [I 0], so S = P_pos + R is 2x2 and inverted in closed form
-        S = self.P[:2, :2] + R
-        inv = _inv2(S[0, 0], 0.5 * (S[0, 1] + S[1, 0]), S[1, 1])
-        S_inv = None if inv is None else np.array([[inv[1], inv[2]], [inv[2], inv[3]]])
-        self.x, self.P = _joseph_update(self.x, self.P, self.innovation(azimuth, elevation),
-                                        self.H, R, S_inv)
+        kernels.kalman_update(self.x, self.P, self.innovation(azimuth, elevation), R)
         self.x[0] = _wrap(self.x[0])
         self.x[1] = min(max(self.x[1], -0.5 * math.pi), 0.5 * math.pi)
 
 
 class PositionCVFilter:
     """Constant-velocity Kalman filter over ``[x, y, z, vx, vy, vz]`` (metres, array frame)."""
-
-    H = np.hstack([np.eye(3), np.zeros((3, 3))])
 
     def __init__(self, position: np.ndarray, R: np.ndarray):
         self.x = np.concatenate([np.asarray(position, dtype=np.float64), np.zeros(3)])
@@ -262,12 +240,10 @@ class PositionCVFilter:
         return (s_lat ** 2 * (np.eye(3) - uu) + s_r ** 2 * uu) / w
 
     def predict(self, F: np.ndarray, Q: np.ndarray) -> None:
-        self.x = F @ self.x
-        self.P = F @ self.P @ F.T + Q
-        self.P = 0.5 * (self.P + self.P.T)
+        kernels.kalman_predict(self.x, self.P, F, Q, _ONES_6)
 
     def update(self, position: np.ndarray, R: np.ndarray) -> None:
-        self.x, self.P = _joseph_update(self.x, self.P, np.asarray(position) - self.x[:3], self.H, R)
+        kernels.kalman_update(self.x, self.P, np.asarray(position, dtype=np.float64) - self.x[:3], R)
 
 
 class _Track:
