@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .audio_buffer import AudioInputError, AudioRingBuffer
 from .camera import CameraGeometry
 from .pipeline import InputError, Pipeline
@@ -43,6 +44,9 @@ class StreamingLocalizer:
         self.latency_s: dict[str, list[float]] = {}
         self.outputs_total = 0
         self._warned: set[str] = set()
+        # compile (first run ever: seconds) or load the DoA kernels now, at start-up, rather
+        # than when the first AudioInfo arrives and audio is already flowing
+        kernels.warm_up()
 
     # --- configuration from the data ------------------------------------------------------
     def on_audio_info(self, channels: int, sample_rate: int, sample_format: str) -> bool:
