@@ -1,11 +1,13 @@
-"""Compiled (numba) kernels for the per-window DoA hot path.
+"""Compiled (numba) kernels for the per-window hot path: the DoA estimator's per-band loops,
+peak picking and the track filters' Kalman steps.
 
 Why compiled: at 4 microphones every matrix in the DoA path is 4 x 4 or 4 x 2, one per
-frequency band (~115 bands). Written as batched numpy calls, the cost was the ~100 calls per
-window (each a few microseconds of dispatch and temporaries), not the arithmetic; one loop over
-the bands in machine code does the same arithmetic in a quarter of the time (see
-``benchmarks/bench_realtime.py``). Each kernel is a plain loop over bands; the maths is in its
-docstring and in :class:`~av_localization_ros.core.doa.DoaEstimator`.
+frequency band (~115 bands), and a track filter's is 4 x 4. Written as batched numpy calls, the
+cost was the ~100 calls per window (each a few microseconds of dispatch and temporaries), not
+the arithmetic; a plain loop in machine code does the same arithmetic several times faster (the
+whole audio path 1.5x, ``benchmarks/bench_realtime.py``). The maths is in each kernel's
+docstring and in :class:`~av_localization_ros.core.doa.DoaEstimator` /
+:mod:`~av_localization_ros.core.tracker`.
 
 Floating point: single precision throughout (the spectra are complex64). ``_FASTMATH`` allows
 reassociation and fused multiply-add (so the inner loops vectorise) but keeps IEEE NaN / Inf
@@ -441,9 +443,16 @@ def kalman_update(x, P, nu, R):
             P[i, j] = P[j, i]
 
 
+_warm = False
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel for the array layouts the estimator
-    passes: the band-limited spectra and every other band covariance are strided views."""
+    passes: the band-limited spectra and every other band covariance are strided views.
+    Once per process; later calls return at once."""
+    global _warm
+    if _warm:
+        return
     m, t, f, k, g = 2, 3, 4, 1, 5
     X = np.ones((m, t, f + 1), np.complex64)[:, :, 1:]
     X.setflags(write=False)  # stft.window_spectra hands out read-only spectra
@@ -469,3 +478,4 @@ def warm_up() -> None:
     for cov in (C, C[::2]):
         beam_power_share(cov, np.ones((cov.shape[0], m, 2), np.complex64),
                          np.ones((cov.shape[0], 2), np.float32), np.float32(1e-6))
+    _warm = True
