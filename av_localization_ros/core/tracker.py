@@ -438,14 +438,15 @@ class SpeakerTracker:
             return [], []
         az = [dets[j].azimuth for j in free]
         el = [dets[j].elevation for j in free]
+        Rs = [AngularCVFilter.measurement_cov(dets[j].elevation, self.meas_std, dets[j].confidence)
+              for j in free]
         cost = np.full((len(tracks), len(free)), _INFEASIBLE)
         for i, t in enumerate(tracks):
             t_az, t_el = t.angular.azimuth, t.angular.elevation
             gate = self._gate(t)
-            for k, j in enumerate(free):
+            for k in range(len(free)):
                 if angular_distance_scalar(t_az, t_el, az[k], el[k]) <= gate:
-                    R = AngularCVFilter.measurement_cov(el[k], self.meas_std, dets[j].confidence)
-                    cost[i, k] = t.angular.cost(az[k], el[k], R)
+                    cost[i, k] = t.angular.cost(az[k], el[k], Rs[k])
         if cost.shape[0] == 1:  # one track: the optimal assignment is its cheapest detection
             rows, cols = [0], [int(np.argmin(cost[0]))]
         elif cost.shape[1] == 1:
