@@ -9,13 +9,14 @@ whole audio path 1.5x, ``benchmarks/bench_realtime.py``). The maths is in each k
 docstring and in :class:`~av_localization_ros.core.doa.DoaEstimator` /
 :mod:`~av_localization_ros.core.tracker`.
 
-Floating point: single precision throughout (the spectra are complex64). ``_FASTMATH`` allows
-reassociation and fused multiply-add (so the inner loops vectorise) but keeps IEEE NaN / Inf
-semantics: non-finite input must still come out non-finite, where the estimator catches it.
+Floating point: the DoA kernels work in single precision (the spectra are complex64), peak
+picking and the Kalman steps in double. ``_FASTMATH`` allows reassociation and fused
+multiply-add (so the inner loops vectorise) but keeps IEEE NaN / Inf semantics: non-finite
+input must still come out non-finite, where the estimator catches it.
 
-Compilation happens once per process (``cache=True`` keeps the machine code on disk, next to
-this file or in numba's per-user cache when that is read-only); :func:`warm_up` triggers it so
-that the first audio window is not the one that pays for it.
+Compilation happens once per machine (``cache=True`` keeps the machine code on disk, next to
+this file or in numba's per-user cache when that is read-only) and loading once per process;
+:func:`warm_up` does both at start-up, so that the first audio window does not pay for them.
 """
 from __future__ import annotations
 
@@ -81,11 +82,12 @@ def onset_snr_weights(pw, noise, valid, onset_max_db, snr_exponent, tiny):
 
 @njit(cache=True, fastmath=_FASTMATH)
 def whitened_band_covariances(X, w, Linv, bins_per_band):
-    """``C_b = L_b (sum_{f in b} sum_t w[t, f] x_ft x_ft^H) L_b^H`` for every band ``b``.
+    """``C_b = A_b (sum_{f in b} sum_t w[t, f] x_ft x_ft^H) A_b^H`` for every band ``b``.
 
     ``X (M, T, F)`` complex64 STFT cells, ``w (T, F)`` float32 cell weights, ``Linv (B, M, M)``
-    the band's whitening matrix (``L_b = Linv[b]``), bands of ``bins_per_band`` adjacent bins
-    (bin ``f`` belongs to band ``f // bins_per_band``; a trailing partial band is left out).
+    the bands' whitening matrices (``A_b = Linv[b]``, the estimator's ``L_b^-1``), bands of
+    ``bins_per_band`` adjacent bins (bin ``f`` belongs to band ``f // bins_per_band``; a
+    trailing partial band is left out).
     Returns ``(B, M, M)`` complex64, Hermitian. Cells of weight 0 are skipped.
     """
     m, t, f = X.shape
