@@ -106,14 +106,10 @@ INPUT_TOPICS: dict[str, tuple[str, str]] = {
 }
 
 
-def input_topic(role: str) -> str:
-    """The name a node subscribes to for the input ``role`` ("image", "audio", ...)."""
-    return INPUT_TOPICS[role][0]
-
-
 def bag_topic(role: str) -> str:
-    """The input topic of ``role`` at the root namespace, as a bag records it."""
-    name = input_topic(role)
+    """The input topic of ``role`` ("image", "audio", ...) at the root namespace, as a bag
+    records it."""
+    name = INPUT_TOPICS[role][0]
     return name if name.startswith("/") else "/" + name
 
 

@@ -95,19 +95,20 @@ def make_node_class():
                                  durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
             audio_qos = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
                                    reliability=QoSReliabilityPolicy.RELIABLE)
-            self.create_subscription(_msg_class(m.AUDIO_INFO), m.input_topic("audio_info"),
-                                     self._raw_cb("audio_info", m.AUDIO_INFO, self.logic.on_audio_info),
-                                     latched, raw=True)
-            self.create_subscription(_msg_class(m.AUDIO_STAMPED), m.input_topic("audio"),
-                                     self._raw_cb("audio", m.AUDIO_STAMPED, self._on_audio),
-                                     audio_qos, raw=True)
+            # names and types from the one input table (bag.messages.INPUT_TOPICS)
+            for role, callback, qos in (("audio_info", self.logic.on_audio_info, latched),
+                                        ("audio", self._on_audio, audio_qos)):
+                name, msgtype = m.INPUT_TOPICS[role]
+                self.create_subscription(_msg_class(msgtype), name,
+                                         self._raw_cb(role, msgtype, callback), qos, raw=True)
             from message_filters import ApproximateTimeSynchronizer, Subscriber
 
             self._serialize = serialize_message
-            self.image_sub = Subscriber(self, _msg_class(m.IMAGE), m.input_topic("image"),
+            image_name, image_type = m.INPUT_TOPICS["image"]
+            info_name, info_type = m.INPUT_TOPICS["camera_info"]
+            self.image_sub = Subscriber(self, _msg_class(image_type), image_name,
                                         qos_profile=qos_profile_sensor_data)
-            self.info_sub = Subscriber(self, _msg_class(m.CAMERA_INFO),
-                                       m.input_topic("camera_info"),
+            self.info_sub = Subscriber(self, _msg_class(info_type), info_name,
                                        qos_profile=qos_profile_sensor_data)
             self.sync = ApproximateTimeSynchronizer([self.image_sub, self.info_sub],
                                                     queue_size=SYNC_QUEUE, slop=SYNC_SLOP_S)
