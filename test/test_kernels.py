@@ -3,6 +3,12 @@ double precision (einsum, eigh, brute-force neighbour checks): random inputs, no
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -222,3 +228,36 @@ def test_kalman_predict_and_joseph_update_match_the_textbook_formulas(n):
     np.testing.assert_array_equal(P1, P1.T)
     with pytest.raises(np.linalg.LinAlgError):
         K.kalman_update(x1, np.zeros((n, n)), nu, np.zeros((d, d)))
+
+
+def test_warm_up_compiles_every_specialisation_the_stream_uses():
+    """After ``warm_up`` the live path compiles nothing more (else the first window or track
+    update pays seconds of compilation). Run in a fresh interpreter: in this one, earlier
+    tests have already compiled whatever the stream needs."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from av_localization_ros.core import kernels as K
+        from av_localization_ros.core.params import defaults
+        from av_localization_ros.core.stream import StreamingLocalizer
+        from roomsim import FS, RESPEAKER, simulate, source_at, syllables
+        K.warm_up()
+        jitted = {n: f for n, f in vars(K).items() if hasattr(f, "signatures")}
+        before = {n: set(f.signatures) for n, f in jitted.items()}
+        x = simulate(RESPEAKER, [source_at(40.0)], [syllables(3 * FS, seed=1, floor=0.3)])
+        for method in ("music", "srp_phat"):
+            p = defaults()
+            p.update({"heatmap.enabled": False, "doa.method": method})
+            loc = StreamingLocalizer(p)
+            loc.on_audio_info(x.shape[0], FS, "F32LE")
+            outs = []
+            for k in range(0, x.shape[1] - 320, 320):
+                outs += loc.on_audio(x[:, k:k + 320], 10**18 + k * 62500)
+            assert any(o.tracks for o in outs), method  # the tracker's filters ran
+        new = {n: sorted(map(str, set(f.signatures) - before[n])) for n, f in jitted.items()}
+        assert not any(new.values()), new
+    """)
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here.parent), str(here)]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr

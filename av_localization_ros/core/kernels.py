@@ -474,8 +474,9 @@ def warm_up() -> None:
     map_peaks(np.arange(g, dtype=np.float32)[None], units, grid_az, grid_el, True, 3, 0.9, 0.3,
               1.0, 0.0)
     for n in (4, 6):  # the angular and the 3-D filter
-        x, P = np.zeros(n), np.eye(n)
-        kalman_predict(x, P, np.eye(n), np.eye(n), np.ones(n))
+        x, P, F = np.zeros(n), np.eye(n), np.eye(n)
+        F.setflags(write=False)  # tracker.cv_model hands out read-only (cached) F and Q
+        kalman_predict(x, P, F, F, np.ones(n))
         kalman_update(x, P, np.zeros(n // 2), np.eye(n // 2))
     for cov in (C, C[::2]):
         beam_power_share(cov, np.ones((cov.shape[0], m, 2), np.complex64),

@@ -44,8 +44,8 @@ class StreamingLocalizer:
         self.latency_s: dict[str, list[float]] = {}
         self.outputs_total = 0
         self._warned: set[str] = set()
-        # compile (first run ever: seconds) or load the DoA kernels now, at start-up, rather
-        # than when the first AudioInfo arrives and audio is already flowing
+        # compile (first run on a machine: ~13 s) or load (~0.3 s) the kernels now, at start-up,
+        # rather than when the first AudioInfo arrives and audio is already flowing
         kernels.warm_up()
 
     # --- configuration from the data ------------------------------------------------------
