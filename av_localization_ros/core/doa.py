@@ -382,8 +382,8 @@ class DoaEstimator:
         signal subspace. ``|b|^2`` and ``||Q^H b||^2`` are quadratic forms
         ``a^H S a = tr S + 2 sum_{i<j} Re{S_ij exp(+j 2 pi f tau_ij(u))}`` evaluated with the
         same precomputed real steering matrix as SRP (:func:`kernels.normmusic_map`).
-    ``srp_phat`` (good for one talker in moderate rooms; ~0.45 ms a window with the STFT,
-    like MUSIC since MUSIC's per-band loops are compiled)
+    ``srp_phat`` (good for one talker in moderate rooms; ~0.45 ms a window with the STFT, about
+    what MUSIC costs)
         SRP-PHAT (module docstring) over the weighted, smoothed PHAT cross-spectra
         ``Psi_ij(f) = sum_windows a^age sum_t w[f, t] X_i X_j^* / |X_i X_j^*|``: one product of
         ``[Re Psi, Im Psi]`` with the steering matrix.

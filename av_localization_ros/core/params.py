@@ -45,7 +45,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "audio.nfft": ParamSpec(512, "STFT length in samples.", 32, 8192),
     "audio.hop": ParamSpec(256, "STFT hop in samples.", 1, 8192),
     # --- DoA ---
-    "doa.method": ParamSpec("music", "music (diffuse-whitened broadband MUSIC; several talkers) or srp_phat (one talker; no faster than music since the compiled kernels).", choices=("music", "srp_phat")),
+    "doa.method": ParamSpec("music", "music (diffuse-whitened broadband MUSIC; several talkers) or srp_phat (SRP-PHAT; one talker).", choices=("music", "srp_phat")),
     "doa.smoothing_s": ParamSpec(0.15, "Time constant of the recursive smoothing of DoA statistics over windows; 0 = memoryless.", 0.0, 10.0),
     "doa.map_smoothing_s": ParamSpec(0.3, "Time constant of the published DoA map and peaks (average of the per-window maps). The tracker reads each window's own peaks; a longer value keeps static talkers on the published map between words and lags walking ones. 0 = publish each window's map.", 0.0, 10.0),
     "doa.rate_hz": ParamSpec(10.0, "DoA rate when no camera drives the pipeline.", 0.5, 200.0),
