@@ -144,3 +144,37 @@ def test_images_without_usable_calibration_are_counted():
     d = lg.diagnostics()
     assert d["drop.bad_calibration"] == 1 and d["drop.image_with_unusable_calibration"] == 1
     assert lg.stream.camera is None
+
+
+def test_compressed_audio_info_is_rejected_and_its_audio_dropped():
+    """coding_format 'mp3': the payload is not PCM, so reading it as S16LE would be garbage."""
+    lg = logic()
+    info = m.new_msg("audio_common_msgs/msg/AudioInfo", channels=4, sample_rate=FS,
+                     sample_format="S16LE", bitrate=0, coding_format="mp3")
+    lg.on_audio_info(info)
+    assert lg.stream.audio_format is None
+    assert sum(len(lg.on_audio(c)) for c in tone_chunks(1.0, T0)) == 0
+    d = lg.diagnostics()
+    assert d["drop.bad_audio_info"] == 1 and d["drop.audio_after_unusable_info"] == 50
+
+
+def test_messages_of_another_definition_are_counted_not_raised():
+    """A bag recorded with another package's definition of the same type name (e.g. an
+    AudioInfo with format/channels/rate/chunk, an Image without step): counted drops."""
+    from types import SimpleNamespace
+
+    lg = logic()
+    lg.on_audio_info(SimpleNamespace(format=8, channels=4, rate=FS, chunk=512))
+    assert lg.diagnostics()["drop.bad_audio_info"] == 1 and lg.stream.audio_format is None
+    lg.on_audio_info(m.audio_info_msg(4, FS, "F32LE"))
+    chunk = tone_chunks(0.02, T0)[0]
+    assert lg.on_audio(SimpleNamespace(audio=chunk.audio)) == []  # no header
+    lg.on_camera_info(SimpleNamespace(header=chunk.header, width=64, height=48))  # no k
+    img = m.image_to_msg(np.full((48, 64, 3), 90, np.uint8), T0, "c", "bgr8")
+    assert lg.on_image(SimpleNamespace(header=img.header, height=48, width=64,
+                                       encoding="bgr8", data=img.data)) == []  # no step
+    d = lg.diagnostics()
+    assert d["drop.malformed_audio"] == 1 and d["drop.bad_calibration"] == 1
+    assert d["drop.bad_image"] == 1
+    names = {name for name, _ in run_valid(lg, start_ns=T0 + 10**9)}
+    assert {"doa", "speakers", "heatmap"} <= names

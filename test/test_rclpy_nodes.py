@@ -361,9 +361,14 @@ def test_localizer_shell_against_api_stand_in(fake_ros):
     subs["audio/audio_info"][0](encode(m.audio_info_msg(4, fs, "S16LE"), m.AUDIO_INFO))
     subs["audio/audio_info"][0](b"\x00\x01\x00\x00garbage")
     rng = np.random.default_rng(1)
-    for i in range(70):
-        x = (0.1 * rng.standard_normal((4, chunk))).astype(np.float32)
-        subs["audio/audio"][0](encode(m.audio_to_msg(x, t0 + i * chunk * 1_000_000_000 // fs), m.AUDIO_STAMPED))
+
+    def audio(chunks):
+        for i in chunks:
+            x = (0.1 * rng.standard_normal((4, chunk))).astype(np.float32)
+            subs["audio/audio"][0](encode(m.audio_to_msg(x, t0 + i * chunk * 1_000_000_000 // fs),
+                                          m.AUDIO_STAMPED))
+
+    audio(range(40))  # 0.8 s; the image below (0.9 s) arrives before the audio that covers it
     stamp = t0 + 900_000_000
     w, h = 64, 48
     cam = m.new_msg(m.CAMERA_INFO, header=m.header(stamp, m.CAMERA_FRAME), width=w, height=h,
@@ -377,6 +382,7 @@ def test_localizer_shell_against_api_stand_in(fake_ros):
     fake_ros.sync.cb(img, info)
     bad = types.SimpleNamespace(cdr=encode(m.image_to_msg(np.zeros((h, w, 3), np.uint8), stamp + 1), m.IMAGE)[:50])
     fake_ros.sync.cb(bad, info)  # malformed: counted, not raised
+    audio(range(40, 70))
     for t in fake_ros.timers:
         t()
     topics = {}

@@ -151,3 +151,33 @@ def test_cli_replay_and_errors(scene_bag, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: usage and status 2, no traceback
         cli_main(["simulate", "-o", str(tmp_path / "z"), "--seed", "-1"])
     assert exc.value.code == 2 and "a seed is >= 0" in capsys.readouterr().err
+
+
+def test_a_bag_with_another_audio_info_definition_is_counted_not_crashing(tmp_path):
+    """The bag's own definition of audio_common_msgs/msg/AudioInfo is another fork's
+    (format/channels/rate/chunk): rosbags decodes it as such; the replay counts it as unusable
+    and drops the audio after it instead of raising AttributeError."""
+    import numpy as np
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from av_localization_ros.bag import messages as m
+
+    foreign = get_typestore(Stores.ROS2_HUMBLE)
+    foreign.register(get_types_from_msg("int32 format\nint32 channels\nint32 rate\nint32 chunk\n",
+                                        m.AUDIO_INFO))
+    bag, t0, fs = tmp_path / "foreign", 1_000_000_000, 16000
+    x = (0.1 * np.random.default_rng(0).standard_normal((4, fs))).astype(np.float32)
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        info = w.add_connection("/audio/audio_info", m.AUDIO_INFO, typestore=foreign)
+        w.write(info, t0, foreign.serialize_cdr(
+            foreign.types[m.AUDIO_INFO](format=8, channels=4, rate=fs, chunk=320), m.AUDIO_INFO))
+        audio = w.add_connection("/audio/audio", m.AUDIO_STAMPED, typestore=m.TYPESTORE)
+        for s in range(0, fs, 320):
+            stamp = t0 + s * 1_000_000_000 // fs
+            w.write(audio, stamp, m.TYPESTORE.serialize_cdr(
+                m.audio_to_msg(x[:, s:s + 320], stamp, "a", "F32LE"), m.AUDIO_STAMPED))
+    res = replay_bag(bag, audio_only_params(), tmp_path / "out", progress=False, make_plots=False)
+    assert res.n_outputs == 0
+    assert res.diagnostics["drop.bad_audio_info"] == 1
+    assert res.diagnostics["drop.audio_after_unusable_info"] == 50

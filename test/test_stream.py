@@ -111,7 +111,7 @@ def test_channel_and_rate_mismatch_are_counted(scene_audio):
     assert not loc.on_audio_info(6, FS, "S16LE")
     assert loc.drops["channel_mismatch"] == 1
     assert feed(loc, scene_audio[:, :3200]) == []
-    assert loc.drops["audio_before_info"] == 10
+    assert loc.drops["audio_after_unusable_info"] == 10
     loc = StreamingLocalizer(params(sample_rate=16000))
     assert not loc.on_audio_info(4, 48000, "S16LE")
     assert loc.drops["sample_rate_mismatch"] == 1
@@ -165,3 +165,96 @@ def test_negative_map_smoothing_is_a_configuration_error():
     loc = StreamingLocalizer(params(**{"doa.map_smoothing_s": -1.0}))
     assert not loc.on_audio_info(4, FS, "S16LE")
     assert loc.drops["bad_configuration"] == 1
+
+
+def test_an_unusable_audio_info_stops_the_stream_it_replaces(scene_audio):
+    """After a usable AudioInfo, one that cannot be used (8 channels for a 4-mic array, or a
+    rate other than the configured one) must not leave the old layout decoding the new audio:
+    its audio is dropped and counted until a usable AudioInfo arrives."""
+    loc = StreamingLocalizer(params())
+    assert loc.on_audio_info(4, FS, "S16LE")
+    assert len(feed(loc, scene_audio[:, :FS])) > 5
+    assert not loc.on_audio_info(8, FS, "S16LE")
+    assert loc.audio_format is None and loc.drops["channel_mismatch"] == 1
+    assert feed(loc, scene_audio[:, :3200]) == []
+    assert loc.drops["audio_after_unusable_info"] == 10
+    assert loc.on_audio_info(4, FS, "S16LE")  # usable again: a new stream
+    assert len(feed(loc, scene_audio[:, :FS])) > 5
+
+    loc = StreamingLocalizer(params(sample_rate=16000))
+    assert loc.on_audio_info(4, FS, "S16LE")
+    assert not loc.on_audio_info(4, 48000, "S16LE")
+    assert loc.drops["sample_rate_mismatch"] == 1
+    assert feed(loc, scene_audio[:, :3200]) == []
+    assert loc.drops["audio_after_unusable_info"] == 10
+
+
+def test_audio_stamps_jumping_back_restart_every_stage():
+    """A looping bag or a restarted driver: the audio clock goes back 3 s. The second pass must
+    be tracked on its own (a talker at -90 deg, IDs from 1), not frozen on the first pass's
+    tracks (the tracker rejected every update as stale), and the camera keeps driving."""
+    first = simulate(RESPEAKER, [source_at(60.0)], [syllables(3 * FS, 0)], snr_db=30)
+    second = simulate(RESPEAKER, [source_at(-90.0)], [syllables(3 * FS, 1)], snr_db=30)
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "F32LE")
+    img = np.full((48, 64, 3), 90, np.uint8)
+
+    def run(audio):
+        outs, chunk = [], 320
+        for k in range(0, audio.shape[1] - chunk + 1, chunk):
+            stamp = T0 + (k * 1_000_000_000) // FS
+            outs += loc.on_audio(audio[:, k:k + chunk], stamp)
+            if k % (3 * chunk) == 0:  # ~15 FPS, each frame before its audio
+                outs += loc.on_image(ImageFrame(img, stamp + 50_000_000))
+        return outs
+
+    run(first)
+    outs = run(second)
+    assert loc.diagnostics()["audio.reset_backwards_jump"] == 1
+    assert len([o for o in outs if o.image is not None]) > 30
+    last = outs[-1]
+    assert [t.track_id for t in last.tracks] == [1]
+    assert abs(np.rad2deg(last.tracks[0].azimuth) + 90.0) < 10.0
+    d = loc.diagnostics()
+    assert d["tracker.stale_updates"] == 0 and d["tracker.resets"] == 1
+
+
+def test_an_image_queued_before_the_audio_starts_is_checked_when_it_starts(scene_audio):
+    """A frame stamped 60 s ahead that arrives before the first audio chunk (nothing to check
+    it against yet) is dropped as soon as audio arrives, instead of holding back every step."""
+    reference = StreamingLocalizer(params())
+    reference.on_audio_info(4, FS, "S16LE")
+    n_ref = len(feed(reference, scene_audio))
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    assert loc.on_image(ImageFrame(np.full((48, 64, 3), 90, np.uint8), T0 + 60 * 10**9)) == []
+    outs = feed(loc, scene_audio)
+    assert len(outs) == n_ref > 20
+    assert loc.drops["image_ahead_of_audio"] == 1
+    assert loc.data_stamp_ns <= T0 + 4 * 10**9  # the bogus stamp does not become "data time"
+
+
+def test_output_stamps_strictly_increase_whatever_the_camera_does(scene_audio):
+    """A camera whose frames arrive 300 ms after their audio (more than the lookahead), one
+    frame from 1.5 s in the past and a frame re-sent with the same stamp: outputs never go
+    back in time or repeat, the late and repeated frames are counted, and the late camera
+    still drives the pipeline once it has caught up with the audio-only steps."""
+    loc = StreamingLocalizer(params())
+    loc.on_audio_info(4, FS, "S16LE")
+    img = np.full((48, 64, 3), 90, np.uint8)
+    chunk, outs, sent = 320, [], []
+    for k in range(0, scene_audio.shape[1] - chunk + 1, chunk):
+        stamp = T0 + (k * 1_000_000_000) // FS
+        outs += loc.on_audio(scene_audio[:, k:k + chunk], stamp)
+        if k % (3 * chunk) == 0 and k > FS // 2:
+            sent.append(stamp - 300_000_000)
+            outs += loc.on_image(ImageFrame(img, sent[-1]))
+            if len(sent) == 15:
+                outs += loc.on_image(ImageFrame(img, sent[-1] - 1_500_000_000))
+            if len(sent) == 20:
+                outs += loc.on_image(ImageFrame(img, sent[-1]))  # re-sent
+    stamps = [o.stamp_ns for o in outs]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    image_outs = [o.stamp_ns for o in outs if o.image is not None]
+    assert len(image_outs) >= len(sent) - 8 and sent[-1] in image_outs
+    assert loc.drops["image_not_after_previous_output"] >= 2  # the old and the re-sent frame

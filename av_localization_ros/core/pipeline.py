@@ -114,6 +114,16 @@ class Pipeline:
     def n_channels(self) -> int:
         return self.mic_array.n_mics
 
+    def reset(self) -> None:
+        """Forget every state that follows the audio clock (DoA smoothing, VAD noise floor,
+        published map, tracks: IDs restart at 1), e.g. when the stamps jump back."""
+        for est in self._estimators.values():
+            est.reset()
+        self.vad.reset()
+        self.tracker.reset()
+        self._map = None
+        self._map_stamp_ns = None
+
     @property
     def dead_channels(self) -> tuple[int, ...]:
         """Indices of the microphones left out as dead (:mod:`.channels`)."""

@@ -4,11 +4,21 @@ It owns the timestamped ring buffer and decides when the Pipeline runs:
 
 * camera-driven: each image waits until the audio window ending ``audio.lookahead_s`` after
   its stamp has arrived, then runs with that window (output stamp = image stamp);
-* audio-only: with no image in the last ``2 / doa.rate_hz`` of audio time, a step runs every
-  ``1 / doa.rate_hz`` of *audio sample time* (output stamp = window end - lookahead).
+* audio-only: while no image has arrived for ``2 / doa.rate_hz`` of audio time (whatever the
+  images' own stamps: a camera with more latency than the lookahead still drives), a step runs
+  every ``1 / doa.rate_hz`` of *audio sample time* (output stamp = window end - lookahead).
+
+Output stamps strictly increase: an image stamped at or before the previous output (a camera
+starting behind the audio ticks, a frame from the past, a frozen camera re-sending a stamp) is
+dropped and counted. Audio stamps jumping back by more than the ring buffer's reset threshold
+(a looping bag, a restarted driver) restart the stream: the buffer, the image queue and every
+stateful stage of the pipeline (smoothing, VAD, tracker: IDs restart at 1).
 
 Nothing here reads a wall clock for stamps; bad input is dropped and counted by reason in
-``drops`` (plus the ring buffer's own counters), never raised to the caller.
+``drops`` (plus the ring buffer's own counters), never raised to the caller. An AudioInfo that
+cannot be used stops the stream it replaces: its audio is dropped
+(``audio_after_unusable_info``) until a usable AudioInfo arrives, rather than decoded with the
+previous layout.
 """
 from __future__ import annotations
 
@@ -40,7 +50,10 @@ class StreamingLocalizer:
         self._images: deque[ImageFrame] = deque(maxlen=max_image_queue)
         self._rate_period_ns = int(NS_PER_S / float(self.params["doa.rate_hz"]))
         self._next_tick_ns: int | None = None
-        self._last_image_ns: int | None = None
+        self._last_image_ns: int | None = None  # stamp of the last image-driven step
+        self._image_arrival_ns: int | None = None  # audio end when the last image arrived
+        self._last_output_ns: int | None = None
+        self._info_rejected = False  # the latest AudioInfo could not be used
         self.latency_s: dict[str, list[float]] = {}
         self.outputs_total = 0
         self._warned: set[str] = set()
@@ -55,25 +68,22 @@ class StreamingLocalizer:
         if fmt == self.audio_format:
             return True
         if fmt[0] < 1 or fmt[1] <= 0:
-            self._drop("bad_audio_info", f"AudioInfo says {fmt[0]} channels at {fmt[1]} Hz")
-            return False
+            return self.reject_audio_info("bad_audio_info",
+                                          f"AudioInfo says {fmt[0]} channels at {fmt[1]} Hz")
         expected_rate = int(self.params.get("sample_rate") or 0)
         if expected_rate and expected_rate != fmt[1]:
-            self._drop("sample_rate_mismatch",
-                       f"AudioInfo says {fmt[1]} Hz but sample_rate is {expected_rate} Hz; "
-                       "set sample_rate: 0 to follow AudioInfo")
-            return False
+            return self.reject_audio_info(
+                "sample_rate_mismatch", f"AudioInfo says {fmt[1]} Hz but sample_rate is "
+                f"{expected_rate} Hz; set sample_rate: 0 to follow AudioInfo")
         try:
             pipeline = Pipeline(self.params, fmt[1], camera=self.camera,
                                 heatmap_runner=self.heatmap_runner)
         except ValueError as exc:
-            self._drop("bad_configuration", str(exc))
-            return False
+            return self.reject_audio_info("bad_configuration", str(exc))
         if fmt[0] != pipeline.n_channels:
-            self._drop("channel_mismatch",
-                       f"AudioInfo says {fmt[0]} channels but the mic array has "
-                       f"{pipeline.n_channels}")
-            return False
+            return self.reject_audio_info(
+                "channel_mismatch",
+                f"AudioInfo says {fmt[0]} channels but the mic array has {pipeline.n_channels}")
         if self.audio_format is not None:
             self.drops["audio_format_change"] += 1
             log.warning("audio format changed %s -> %s; restarting the stream",
@@ -84,9 +94,39 @@ class StreamingLocalizer:
             fmt[0], fmt[1], capacity_s=float(self.params["audio.buffer_s"]),
             max_jitter_s=float(self.params["audio.max_jitter_s"]),
             max_gap_fill_s=float(self.params["audio.max_gap_fill_s"]))
+        self._info_rejected = False
+        self._restart_timing()
+        return True
+
+    def reject_audio_info(self, reason: str, message: str) -> bool:
+        """Count an AudioInfo that cannot be used and stop the stream it describes: the audio
+        that follows has its layout, so decoding it with the previous one would be garbage.
+        Returns False."""
+        self._drop(reason, message)
+        if self.audio_format is not None:
+            log.warning("audio stream stopped until a usable AudioInfo arrives")
+        self.audio_format = None
+        self.pipeline = None
+        self.buffer = None
+        self._info_rejected = True
+        self._restart_timing()
+        return False
+
+    def drop_audio_without_info(self) -> None:
+        """Count a chunk that cannot be decoded: no AudioInfo yet, or the latest one unusable."""
+        if self._info_rejected:
+            self._drop("audio_after_unusable_info",
+                       "the latest AudioInfo could not be used; dropping audio")
+        else:
+            self._drop("audio_before_info", "audio arrived before AudioInfo; dropping")
+
+    def _restart_timing(self) -> None:
+        """Forget the schedule, the queued images and the output clock (a new stream)."""
         self._next_tick_ns = None
         self._images.clear()
-        return True
+        self._last_image_ns = None
+        self._image_arrival_ns = None
+        self._last_output_ns = None
 
     def on_camera(self, camera: CameraGeometry | None) -> None:
         self.camera = camera
@@ -97,14 +137,17 @@ class StreamingLocalizer:
     def on_audio(self, samples: np.ndarray, stamp_ns: int) -> list[PipelineOutput]:
         """Push a chunk ``(n_channels, n)``; returns the outputs that became computable."""
         if self.buffer is None:
-            self._drop("audio_before_info", "audio arrived before AudioInfo; dropping")
+            self.drop_audio_without_info()
             return []
         try:
             result = self.buffer.push(samples, stamp_ns)
         except AudioInputError as exc:
             self._drop("channel_mismatch", str(exc))
             return []
-        if result.status in ("reset", "discontinuity"):
+        if result.status == "reset":  # the audio clock went back: a new stream
+            self._restart_timing()
+            self.pipeline.reset()
+        elif result.status == "discontinuity":  # forward jump: the tracker ages its tracks
             self._next_tick_ns = None
         return self._run_ready()
 
@@ -126,7 +169,8 @@ class StreamingLocalizer:
                            f"image stamp {ahead_ns / NS_PER_S:.2f} s ahead of the audio "
                            "(do the camera and the microphones share a clock?)")
                 return []
-        self._last_image_ns = image.stamp_ns  # a live camera suppresses the audio-only ticks
+        if self.buffer is not None and self.buffer.started:
+            self._image_arrival_ns = self.buffer.end_stamp_ns  # a live camera: no audio ticks
         if len(self._images) == self._images.maxlen:
             self._drop("image_queue_full", "no audio for queued images; dropping the oldest")
         self._images.append(image)
@@ -150,25 +194,34 @@ class StreamingLocalizer:
                 self._drop("image_older_than_audio", "image stamp precedes the buffered audio")
                 continue
             if image.stamp_ns > end_ns:
-                if image.stamp_ns - end_ns > max_wait_ns and len(self._images) > 1:
-                    # audio is far behind: keep the newest images, shed the oldest
+                if image.stamp_ns - end_ns > max_wait_ns:
+                    # queued before the audio started (on_image checks the others on arrival):
+                    # waiting for its audio would hold back every later step
                     self._images.popleft()
-                    self._drop("image_audio_timeout", "audio for image did not arrive in time")
+                    self._drop("image_ahead_of_audio", "image queued before the audio started "
+                               "is too far ahead of it")
                     continue
                 break
             self._images.popleft()
+            if self._last_output_ns is not None and image.stamp_ns <= self._last_output_ns:
+                self._drop("image_not_after_previous_output",
+                           "image stamp at or before the previous output (late or repeated "
+                           "frame); outputs must not go back in time")
+                continue
+            self._last_image_ns = image.stamp_ns
             out = self._step(image.stamp_ns, image)
             if out is not None:
                 outputs.append(out)
         # Audio-only ticks, suppressed while a camera drives the pipeline.
+        camera_live = bool(self._images) or (
+            self._image_arrival_ns is not None
+            and self.buffer.end_stamp_ns - self._image_arrival_ns < 2 * self._rate_period_ns)
         if self._next_tick_ns is None:
             self._next_tick_ns = start_ns + win_ns - ahead_ns
         while self._next_tick_ns <= end_ns:
             tick = self._next_tick_ns
             self._next_tick_ns += self._rate_period_ns
-            camera_live = (self._last_image_ns is not None
-                           and tick - self._last_image_ns < 2 * self._rate_period_ns) or bool(self._images)
-            if not camera_live:
+            if not camera_live and (self._last_output_ns is None or tick > self._last_output_ns):
                 out = self._step(tick, None)
                 if out is not None:
                     outputs.append(out)
@@ -211,6 +264,7 @@ class StreamingLocalizer:
             if len(hist) > 1000:
                 del hist[:500]
         self.outputs_total += 1
+        self._last_output_ns = out.stamp_ns
         return out
 
     def _drop(self, reason: str, message: str) -> None:
@@ -221,8 +275,8 @@ class StreamingLocalizer:
 
     @property
     def data_stamp_ns(self) -> int:
-        """Newest data time seen (end of the buffered audio or the last image stamp; 0 before
-        any data). Diagnostics are stamped with it, so they share the data's clock."""
+        """Newest data time seen (end of the buffered audio or the last image-driven step; 0
+        before any data). Diagnostics are stamped with it, so they share the data's clock."""
         audio = self.buffer.end_stamp_ns if self.buffer is not None and self.buffer.started else 0
         return max(audio or 0, self._last_image_ns or 0)
 
@@ -236,6 +290,7 @@ class StreamingLocalizer:
                 d[f"latency_ms.{k}.p50"] = round(1e3 * float(np.percentile(v, 50)), 3)
                 d[f"latency_ms.{k}.p99"] = round(1e3 * float(np.percentile(v, 99)), 3)
         if self.pipeline is not None:
+            d.update({f"tracker.{k}": v for k, v in self.pipeline.tracker.diagnostics.items()})
             d["audio.dead_channels"] = ",".join(str(i) for i in self.pipeline.dead_channels)
             d["audio.dead_channel_windows"] = self.pipeline.dead_channel_windows
         d["outputs"] = self.outputs_total

@@ -60,6 +60,13 @@ class _Collector:
             self.frames.append(out)
 
 
+def _stamp_or_none(msg) -> int | None:
+    try:
+        return m.stamp_to_ns(msg.header.stamp)
+    except (AttributeError, TypeError, ValueError):  # another definition of the type
+        return None
+
+
 def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path, *,
                heatmap_runner=None, make_plots: bool = True, progress: bool = True,
                storage: str = "mcap", write_bag: bool = True) -> ReplayResult:
@@ -92,10 +99,11 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
                                    f"{topic} carries {item.msgtype}; expected {expected}")
                 continue
             if role == "audio":
-                stamp = m.stamp_to_ns(msg.header.stamp)
-                first_audio_ns = stamp if first_audio_ns is None else first_audio_ns
-                last_audio_ns = stamp
-                outputs = logic.on_audio(msg)
+                outputs = logic.on_audio(msg)  # drops and counts a chunk it cannot read
+                stamp = _stamp_or_none(msg)
+                if stamp is not None:
+                    first_audio_ns = stamp if first_audio_ns is None else first_audio_ns
+                    last_audio_ns = stamp
             elif role == "image":
                 outputs = logic.on_image(msg)
             elif role == "camera_info":

@@ -3,7 +3,9 @@
 The shells (rclpy in ``localizer_node.py``, Cyclone DDS in ``dds_runner.py``) and the replay
 tool only move messages and call these methods. Messages are duck-typed: rosbags message
 classes and rclpy message classes carry the same field names; outputs are built as rosbags
-classes (``bag.messages.TYPESTORE``), which serialise to the exact ROS 2 CDR bytes.
+classes (``bag.messages.TYPESTORE``), which serialise to the exact ROS 2 CDR bytes. A message
+whose fields are not the expected ones (a bag recorded with another package's definition of
+the same type name) is dropped and counted like any other malformed input.
 """
 from __future__ import annotations
 
@@ -75,20 +77,25 @@ class LocalizerLogic:
 
     # --- inputs ---------------------------------------------------------------------------
     def on_audio_info(self, msg) -> None:
-        self.stream.on_audio_info(int(msg.channels), int(msg.sample_rate), str(msg.sample_format))
+        try:  # also rejects compressed coding_format and unknown sample formats
+            fmt = m.audio_info_fields(msg)
+        except (ValueError, AttributeError, TypeError) as exc:
+            self.stream.reject_audio_info("bad_audio_info", f"unusable AudioInfo: {exc}")
+            return
+        self.stream.on_audio_info(*fmt)
 
     def on_audio(self, msg) -> list[tuple[str, Any]]:
         fmt = self.stream.audio_format
         if fmt is None:
-            self.stream._drop("audio_before_info", "audio arrived before AudioInfo; dropping")
+            self.stream.drop_audio_without_info()
             return []
         try:
             samples = m.msg_to_audio(msg.audio, fmt[0], fmt[2])
-        except ValueError as exc:
+            stamp_ns = m.stamp_to_ns(msg.header.stamp)
+        except (ValueError, AttributeError, TypeError) as exc:
             self.stream._drop("malformed_audio", str(exc))
             return []
-        outputs = self.stream.on_audio(samples, m.stamp_to_ns(msg.header.stamp))
-        return self._encode(outputs)
+        return self._encode(self.stream.on_audio(samples, stamp_ns))
 
     def on_tf_static(self, msg) -> None:
         self._tf_messages.append(msg)
@@ -102,9 +109,13 @@ class LocalizerLogic:
         self._update_camera()
 
     def on_camera_info(self, msg) -> None:
-        if self._camera_info is not None and (
-                tuple(self._camera_info.k) == tuple(msg.k)
-                and (self._camera_info.width, self._camera_info.height) == (msg.width, msg.height)):
+        try:
+            key = (tuple(msg.k), int(msg.width), int(msg.height))
+        except (ValueError, AttributeError, TypeError) as exc:
+            self.stream._drop("bad_calibration", f"unusable CameraInfo: {exc!r}")
+            return
+        if self._camera_info is not None and key == (
+                tuple(self._camera_info.k), self._camera_info.width, self._camera_info.height):
             return
         self._camera_info = msg
         self._update_camera()
@@ -130,7 +141,8 @@ class LocalizerLogic:
                               else "image_with_unusable_calibration"] += 1
         try:
             image = m.msg_to_bgr(msg)
-        except ValueError as exc:
+            stamp_ns = m.stamp_to_ns(msg.header.stamp)
+        except (ValueError, AttributeError, TypeError) as exc:
             self.stream._drop("bad_image", str(exc))
             return []
         camera = self.stream.camera
@@ -139,7 +151,7 @@ class LocalizerLogic:
                               f"image is {image.shape[1]}x{image.shape[0]} but camera_info says "
                               f"{camera.width}x{camera.height}")
             return []
-        frame = ImageFrame(image, m.stamp_to_ns(msg.header.stamp))
+        frame = ImageFrame(image, stamp_ns)
         return self._encode(self.stream.on_image(frame))
 
     # --- outputs --------------------------------------------------------------------------
