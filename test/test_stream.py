@@ -236,17 +236,22 @@ def test_an_image_queued_before_the_audio_starts_is_checked_when_it_starts(scene
 
 def test_output_stamps_strictly_increase_whatever_the_camera_does(scene_audio):
     """A camera whose frames arrive 300 ms after their audio (more than the lookahead), one
-    frame from 1.5 s in the past and a frame re-sent with the same stamp: outputs never go
-    back in time or repeat, the late and repeated frames are counted, and the late camera
-    still drives the pipeline once it has caught up with the audio-only steps."""
+    frame from 1.5 s in the past, a frame re-sent with the same stamp, and at the end a frozen
+    camera re-sending one frame: outputs never go back in time or repeat, the late, past and
+    repeated frames are counted, the late camera still drives the pipeline once it has caught
+    up with the audio-only steps, and the frozen one does not stop the audio-only steps."""
     loc = StreamingLocalizer(params())
     loc.on_audio_info(4, FS, "S16LE")
     img = np.full((48, 64, 3), 90, np.uint8)
     chunk, outs, sent = 320, [], []
+    frozen_from = 2 * FS
     for k in range(0, scene_audio.shape[1] - chunk + 1, chunk):
         stamp = T0 + (k * 1_000_000_000) // FS
         outs += loc.on_audio(scene_audio[:, k:k + chunk], stamp)
         if k % (3 * chunk) == 0 and k > FS // 2:
+            if k >= frozen_from:
+                outs += loc.on_image(ImageFrame(img, sent[-1]))
+                continue
             sent.append(stamp - 300_000_000)
             outs += loc.on_image(ImageFrame(img, sent[-1]))
             if len(sent) == 15:
@@ -257,4 +262,7 @@ def test_output_stamps_strictly_increase_whatever_the_camera_does(scene_audio):
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
     image_outs = [o.stamp_ns for o in outs if o.image is not None]
     assert len(image_outs) >= len(sent) - 8 and sent[-1] in image_outs
-    assert loc.drops["image_not_after_previous_output"] >= 2  # the old and the re-sent frame
+    assert loc.drops["image_not_after_previous_output"] >= 1  # the camera's first frames
+    assert loc.drops["image_stamp_not_increasing"] >= 10  # the past, re-sent and frozen ones
+    ticks_after = [o.stamp_ns for o in outs if o.image is None and o.stamp_ns > sent[-1]]
+    assert len(ticks_after) >= 5  # frozen camera: audio-only steps resume

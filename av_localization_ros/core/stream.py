@@ -8,9 +8,9 @@ It owns the timestamped ring buffer and decides when the Pipeline runs:
   images' own stamps: a camera with more latency than the lookahead still drives), a step runs
   every ``1 / doa.rate_hz`` of *audio sample time* (output stamp = window end - lookahead).
 
-Output stamps strictly increase: an image stamped at or before the previous output (a camera
-starting behind the audio ticks, a frame from the past, a frozen camera re-sending a stamp) is
-dropped and counted. Audio stamps jumping back by more than the ring buffer's reset threshold
+Output stamps strictly increase: an image stamped at or before the previous image (a frozen
+camera re-sending a frame, a frame from the past) or the previous output (a camera starting
+behind the audio-only steps) is dropped and counted; only new frames keep a camera "live". Audio stamps jumping back by more than the ring buffer's reset threshold
 (a looping bag, a restarted driver) restart the stream: the buffer, the image queue and every
 stateful stage of the pipeline (smoothing, VAD, tracker: IDs restart at 1).
 
@@ -52,6 +52,7 @@ class StreamingLocalizer:
         self._next_tick_ns: int | None = None
         self._last_image_ns: int | None = None  # stamp of the last image-driven step
         self._image_arrival_ns: int | None = None  # audio end when the last image arrived
+        self._newest_image_ns: int | None = None  # newest image stamp checked against the audio
         self._last_output_ns: int | None = None
         self._info_rejected = False  # the latest AudioInfo could not be used
         self.latency_s: dict[str, list[float]] = {}
@@ -126,6 +127,7 @@ class StreamingLocalizer:
         self._images.clear()
         self._last_image_ns = None
         self._image_arrival_ns = None
+        self._newest_image_ns = None
         self._last_output_ns = None
 
     def on_camera(self, camera: CameraGeometry | None) -> None:
@@ -157,7 +159,9 @@ class StreamingLocalizer:
             self._drop("bad_image", f"image must be (H, W, 3) uint8, got "
                                     f"{None if img is None else (img.shape, img.dtype)}")
             return []
-        if self._images and image.stamp_ns <= self._images[-1].stamp_ns:
+        newest = max(self._images[-1].stamp_ns if self._images else -1,
+                     -1 if self._newest_image_ns is None else self._newest_image_ns)
+        if image.stamp_ns <= newest:  # a frozen camera re-sending a frame, or one from the past
             self._drop("image_stamp_not_increasing", "image stamp not after the previous one")
             return []
         if self.buffer is not None and self.buffer.started and self.pipeline is not None:
@@ -170,7 +174,9 @@ class StreamingLocalizer:
                            "(do the camera and the microphones share a clock?)")
                 return []
         if self.buffer is not None and self.buffer.started:
-            self._image_arrival_ns = self.buffer.end_stamp_ns  # a live camera: no audio ticks
+            # a camera delivering new frames drives the pipeline: no audio-only ticks
+            self._image_arrival_ns = self.buffer.end_stamp_ns
+            self._newest_image_ns = image.stamp_ns
         if len(self._images) == self._images.maxlen:
             self._drop("image_queue_full", "no audio for queued images; dropping the oldest")
         self._images.append(image)
@@ -209,6 +215,7 @@ class StreamingLocalizer:
                            "frame); outputs must not go back in time")
                 continue
             self._last_image_ns = image.stamp_ns
+            self._newest_image_ns = max(image.stamp_ns, self._newest_image_ns or image.stamp_ns)
             out = self._step(image.stamp_ns, image)
             if out is not None:
                 outputs.append(out)
