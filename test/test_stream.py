@@ -181,6 +181,9 @@ def test_an_unusable_audio_info_stops_the_stream_it_replaces(scene_audio):
     assert loc.on_audio_info(4, FS, "S16LE")  # usable again: a new stream
     assert len(feed(loc, scene_audio[:, :FS])) > 5
 
+    assert not loc.on_audio_info(4, 3_800_000, "S16LE")  # beyond any audio interface
+    assert loc.drops["bad_audio_info"] == 1
+
     loc = StreamingLocalizer(params(sample_rate=16000))
     assert loc.on_audio_info(4, FS, "S16LE")
     assert not loc.on_audio_info(4, 48000, "S16LE")

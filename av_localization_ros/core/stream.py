@@ -32,6 +32,7 @@ import numpy as np
 from . import kernels
 from .audio_buffer import AudioInputError, AudioRingBuffer
 from .camera import CameraGeometry
+from .params import PARAMETERS
 from .pipeline import InputError, Pipeline
 from .types import NS_PER_S, ImageFrame, PipelineOutput
 
@@ -68,7 +69,7 @@ class StreamingLocalizer:
         fmt = (int(channels), int(sample_rate), str(sample_format))
         if fmt == self.audio_format:
             return True
-        if fmt[0] < 1 or fmt[1] <= 0:
+        if fmt[0] < 1 or not 0 < fmt[1] <= PARAMETERS["sample_rate"].high:
             return self.reject_audio_info("bad_audio_info",
                                           f"AudioInfo says {fmt[0]} channels at {fmt[1]} Hz")
         expected_rate = int(self.params.get("sample_rate") or 0)
