@@ -178,3 +178,29 @@ def test_messages_of_another_definition_are_counted_not_raised():
     assert d["drop.bad_image"] == 1
     names = {name for name, _ in run_valid(lg, start_ns=T0 + 10**9)}
     assert {"doa", "speakers", "heatmap"} <= names
+
+
+@pytest.mark.parametrize("with_model,with_calibration", [(False, True), (True, False), (True, True)])
+def test_published_heatmap_has_one_size_per_camera(with_model, with_calibration):
+    """640 x 480 camera: the heatmap topic is 160 x 120 (the working resolution, the camera's
+    field of view) whether it is the projected DoA alone, the model's heatmap alone (no
+    calibration: it was published at 640 x 480) or both fused."""
+    from av_localization_ros.av.runtime import HeatmapRunner
+
+    p = defaults()
+    runner = HeatmapRunner(backend="onnxruntime") if with_model else None
+    lg = LocalizerLogic(p, heatmap_runner=runner)
+    camera = CameraGeometry.from_fov(640, 480, 70.0)
+    lg.on_audio_info(m.audio_info_msg(4, FS, "F32LE"))
+    lg.on_camera_info(m.camera_info_msg(camera, T0))
+    if with_calibration:
+        lg.on_tf_static(good_tf(lg))
+    img = np.full((480, 640, 3), 90, np.uint8)
+    out = []
+    for k, chunk in enumerate(tone_chunks(1.0, T0)):
+        out += lg.on_audio(chunk)
+        if k % 3 == 0:
+            out += lg.on_image(m.image_to_msg(img, m.stamp_to_ns(chunk.header.stamp), "c", "bgr8"))
+    heatmaps = [msg for name, msg in out if name == "heatmap"]
+    assert len(heatmaps) >= 5
+    assert {(h.width, h.height, h.step) for h in heatmaps} == {(160, 120, 640)}
