@@ -176,6 +176,18 @@ def test_image_errors_and_padded_step():
     assert issubclass(M.ImageFormatError, ValueError)
 
 
+@pytest.mark.parametrize("encoding,channels", [("bgr8", 3), ("mono8", 1)])
+def test_image_step_is_the_row_length_of_a_one_row_crop(encoding, channels):
+    """A one-row column crop of a wider array is contiguous to numpy without a copy, so its
+    row stride is the parent's: step must still be width x bytes per pixel."""
+    wide = np.arange(2 * 8 * channels, dtype=np.uint8).reshape((2, 8, channels)[:2 + (channels > 1)])
+    crop = wide[:1, 2:7]
+    msg = M.image_to_msg(crop, 0, encoding=encoding)
+    assert msg.step == 5 * channels and len(msg.data) == 5 * channels
+    if channels == 3:
+        assert np.array_equal(M.msg_to_bgr(msg), crop)
+
+
 # ------------------------------------------------------------------------ camera info and tf
 
 @pytest.mark.parametrize("storage", STORAGES)

@@ -364,7 +364,8 @@ def image_to_msg(img: np.ndarray, stamp_ns: int, frame_id: str = CAMERA_FRAME,
     h, w = a.shape[:2]
     return TYPESTORE.types[IMAGE](
         header=header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
-        is_bigendian=0, step=a.strides[0], data=a.reshape(-1))
+        is_bigendian=0, step=a.nbytes // h, data=a.reshape(-1))  # strides[0] can be a
+    # parent's row stride: a one-row column crop is contiguous without a copy
 
 
 def _image_rows(msg: Any, bytes_per_pixel: int) -> np.ndarray:
