@@ -211,6 +211,14 @@ def test_truth_matching_tolerance_and_skips():
     assert doa_accuracy(ests, truth, tolerance_s=0.01)["n_skipped_frames"] == 10
 
 
+def test_truth_samples_sharing_a_stamp_resolve_to_the_last_one():
+    """A regular sample and an extra one at a talk start on the same stamp: every estimate
+    near that stamp sees the last one given, whichever side of the stamp it lies on."""
+    truth = [gt(0.0), gt(0.1), gt(0.1, spk(1, 10.0)), gt(0.2, spk(1, 10.0))]
+    pairs, _ = match_truth([est(0.06), est(0.14)], truth)
+    assert [len(g.speakers) for _, g in pairs] == [1, 1]
+
+
 # ---------------------------------------------------------------------------- OSPA
 
 def test_ospa_by_hand():

@@ -81,12 +81,14 @@ def match_truth(estimates: Sequence[FrameEstimate], truth: Sequence[GroundTruthS
     """Pair each estimate (sorted by stamp) with the nearest-in-time ground-truth sample.
 
     Returns ``(pairs, n_skipped)``; an estimate whose nearest sample is more than
-    ``tolerance_s`` away is skipped. Ties go to the earlier sample.
+    ``tolerance_s`` away is skipped. Ties go to the earlier sample. Of several samples with the
+    same stamp (e.g. an extra sample at a talk start on a regular one) the last one given wins.
     """
     ests = sorted(estimates, key=lambda e: e.stamp_ns)
     if not truth:
         return [], len(ests)
-    gts = sorted(truth, key=lambda g: g.stamp_ns)
+    by_stamp = {g.stamp_ns: g for g in sorted(truth, key=lambda g: g.stamp_ns)}  # stable: last wins
+    gts = list(by_stamp.values())
     stamps = np.array([g.stamp_ns for g in gts], dtype=np.int64)
     tol_ns = int(round(tolerance_s * NS_PER_S))
     pairs: list[tuple[FrameEstimate, GroundTruthSample]] = []
