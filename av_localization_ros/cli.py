@@ -17,15 +17,39 @@ def _simulate(scenario: str, seed: int, out: Path, storage: str, sample_format: 
               speech_dir: str | None) -> Path:
     from .bag.writer import write_scene_bag
     from .sim.scenarios import make_scenario
-    from .sim.scene import simulate_scene
+    from .sim.scene import SceneConfigError, simulate_scene
 
-    cfg = make_scenario(scenario, seed, speech_dir=speech_dir)
-    recording = simulate_scene(cfg)
+    _check_replaceable_bag(out)  # before minutes of simulation, not after
+    try:
+        recording = simulate_scene(make_scenario(scenario, seed, speech_dir=speech_dir))
+    except (SceneConfigError, FileNotFoundError) as exc:  # e.g. no such --speech-dir
+        raise UsageError(str(exc)) from exc
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_scene_bag(recording, out, storage=storage, sample_format=sample_format)
     return out
+
+
+class UsageError(Exception):
+    """A command line that cannot be run (printed as ``error: ...``, exit status 2)."""
+
+
+_BAG_SUFFIXES = (".mcap", ".db3", ".db3-shm", ".db3-wal", ".yaml")
+
+
+def _check_replaceable_bag(out: Path) -> None:
+    """``out`` may be created, or replaced when it is a rosbag2 directory (metadata.yaml and
+    storage files only); anything else is refused rather than deleted."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"{out} exists and is not a bag directory")
+    entries = list(out.iterdir())
+    if not (out / "metadata.yaml").is_file() or any(
+            not e.is_file() or not e.name.endswith(_BAG_SUFFIXES) for e in entries):
+        raise UsageError(f"{out} exists and is not a rosbag2 directory; refusing to replace it "
+                         "(give a new path, or remove it yourself)")
 
 
 def _replay(bag: Path, params: dict, out_dir: Path, heatmap: bool, plots: bool, storage: str):
@@ -68,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     s.add_argument("--sample-format", default="S16LE", choices=["S16LE", "F32LE"])
     s.add_argument("--speech-dir", default=None,
-                   help="folder of real speech recordings (default: shipped espeak-ng clips)")
+                   help="folder of real speech recordings (default: $AVLOC_SPEECH_DIR, else "
+                        "the shipped espeak-ng clips); the bag records the one used")
     r = sub.add_parser("replay", help="run the pipeline over a bag and evaluate it")
     r.add_argument("bag", type=Path)
     r.add_argument("--params", default=None, help="ROS 2 params YAML (default: built-in defaults)")
@@ -83,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cmd == "simulate":
         path = _simulate(args.scenario, args.seed, args.output, args.storage,
                          args.sample_format, args.speech_dir)

@@ -308,12 +308,21 @@ def test_ground_truth_json_round_trip(tmp_path, storage):
     good = json.loads(sample.to_json())
     bad_speaker = [{"id": 1, "azimuth_deg": float("nan")}, {"id": 1, "position": [1.0, 2.0]},
                    {"id": 1}, {"id": float("inf"), "azimuth_deg": 3.0}, "speaker",
-                   {"id": 1, "azimuth_deg": 3.0, "box": [1, 2, 3]}]
-    texts = ['{"version": 1}', "[1, 2]", "{not json", json.dumps(dict(good, stamp_ns=None))]
+                   {"id": 1, "azimuth_deg": 3.0, "box": [1, 2, 3]},
+                   {"id": 1, "azimuth_deg": 3.0, "active": "false"},  # a truthy string
+                   {"id": 1.7, "azimuth_deg": 3.0}, {"id": True, "azimuth_deg": 3.0}]
+    texts = ['{"version": 1}', "[1, 2]", "{not json", json.dumps(dict(good, stamp_ns=None)),
+             json.dumps(dict(good, stamp_ns=1.7e18)),  # a double cannot hold the nanoseconds
+             json.dumps(dict(good, frame_id=3))]
     texts += [json.dumps(dict(good, speakers=[s])) for s in bad_speaker]
     for text in texts:  # each is refused with a ValueError (the replay counts and skips it)
         with pytest.raises(ValueError):
             M.ground_truth_from_msg(M.TYPESTORE.types["std_msgs/msg/String"](data=text))
+    # null direction fields next to a position: the direction comes from the position
+    text = json.dumps(dict(good, speakers=[{"id": 3, "position": [1.0, 1.0, 0.0],
+                                            "azimuth_deg": None, "elevation_deg": None}]))
+    (spk,) = M.ground_truth_from_msg(M.TYPESTORE.types["std_msgs/msg/String"](data=text)).speakers
+    assert abs(spk.azimuth - np.pi / 4) < 1e-12 and spk.elevation == 0.0
 
 
 # ---------------------------------------------------------------------------- scene bags

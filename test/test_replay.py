@@ -115,6 +115,56 @@ def test_wrong_message_types_and_bad_ground_truth_are_counted(scene_bag, tmp_pat
     assert res.n_outputs > 30 and res.metrics is not None
 
 
+def test_simulated_bags_give_camera_info_before_each_image(scene_bag, tmp_path):
+    """At equal log time CameraInfo comes first, so no image is processed without it."""
+    order = [item.topic for item in read_bag(scene_bag, topics=["/camera/image_raw",
+                                                                "/camera/camera_info"])]
+    assert order[:2] == ["/camera/camera_info", "/camera/image_raw"]
+    res = replay_bag(scene_bag, audio_only_params(), tmp_path / "out", progress=False,
+                     make_plots=False, write_bag=False)
+    assert res.diagnostics.get("drop.image_without_camera_info", 0) == 0
+
+
+def test_ground_truth_in_another_frame_is_counted_not_misread(scene_bag, tmp_path):
+    """Positions in the camera frame would be read as array-frame directions: refused."""
+    import json
+
+    from av_localization_ros.bag import messages as m
+
+    bag = tmp_path / "camera_frame_truth"
+    with BagWriter(bag) as w:
+        for item in read_bag(scene_bag):
+            msg = item.msg
+            if item.topic == "/ground_truth/speakers":
+                d = json.loads(msg.data)
+                d["frame_id"] = "camera_optical_frame"
+                msg = m.TYPESTORE.types[m.STRING](data=json.dumps(d))
+            w.write(item.topic, msg, item.stamp_ns)
+    res = replay_bag(bag, audio_only_params(), tmp_path / "out", progress=False,
+                     make_plots=False, write_bag=False)
+    assert res.diagnostics["drop.bad_ground_truth"] > 100 and res.metrics is None
+
+
+def test_cli_simulate_never_deletes_what_is_not_a_bag(tmp_path, capsys):
+    """-o pointing at a folder of other files, or at a file, is refused (it used to be
+    rmtree'd); a bag folder from an earlier run is replaced; a missing --speech-dir is a
+    one-line error, not a traceback."""
+    notes = tmp_path / "work"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "notes.txt").write_text("keep me")
+    assert cli_main(["simulate", "-o", str(notes), "--scenario", "static1"]) == 2
+    assert (notes / "notes.txt").read_text() == "keep me" and (notes / "sub").is_dir()
+    assert "not a rosbag2 directory" in capsys.readouterr().err
+    assert cli_main(["simulate", "-o", str(notes / "notes.txt")]) == 2
+    assert cli_main(["simulate", "-o", str(tmp_path / "b"), "--speech-dir",
+                     str(tmp_path / "none")]) == 2
+    assert "speech_dir" in capsys.readouterr().err
+    bag = tmp_path / "bag"
+    for _ in range(2):  # the second run replaces the first bag
+        assert cli_main(["simulate", "-o", str(bag), "--scenario", "static1"]) == 0
+    assert (bag / "metadata.yaml").is_file()
+
+
 def test_truncated_bag_is_replayed_up_to_the_cut(scene_bag, tmp_path):
     bag = tmp_path / "cut"
     shutil.copytree(scene_bag, bag)

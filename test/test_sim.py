@@ -277,6 +277,9 @@ def test_scenarios_follow_their_specification():
     (dict(mic_array="no_such_array"), "mic array"),
     (dict(array_position=(5.95, 2.5, 1.2)), "mic array"),
     (dict(speech_dir="/nonexistent/speech"), "speech_dir"),
+    (dict(camera_enabled=True, camera_rpy_deg=(20.0, 0.0, 0.0)), "roll"),
+    (dict(talkers=[TalkerConfig(waypoints=[(0.0, 1.0, 0.0, 0.2), (0.5, 1.0, 1.4, 0.2)])]),
+     "rir_step_max_m"),  # 2.8 m/s: 5.6 cm between the closest RIR anchors
 ])
 def test_invalid_configs_raise_clear_errors(change, message):
     cfg = _scene(talkers=[TalkerConfig(waypoints=[(0.0, 1.0, 0.0, 0.2)])])
@@ -288,6 +291,15 @@ def test_invalid_configs_raise_clear_errors(change, message):
 
 
 # ------------------------------------------------------------------------------ speech
+def test_speech_dir_from_the_environment_is_recorded_in_the_config(monkeypatch):
+    """AVLOC_SPEECH_DIR changes the audio, so the recording's config (stored in the bag) must
+    name it, or the bag cannot be regenerated from its own metadata."""
+    monkeypatch.setenv("AVLOC_SPEECH_DIR", str(ASSETS_DIR))
+    cfg = _scene(talkers=[TalkerConfig(waypoints=[(0.0, 1.0, 0.0, 0.2)])])
+    assert cfg.speech_dir is None
+    assert simulate_scene(cfg).config["speech_dir"] == str(ASSETS_DIR)
+
+
 def test_shipped_speech_assets_load(monkeypatch):
     files = sorted(ASSETS_DIR.glob("*.flac"))
     assert len(files) >= 8 and sum(f.stat().st_size for f in files) < 400_000

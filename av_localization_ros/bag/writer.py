@@ -239,13 +239,13 @@ def write_scene_bag(recording: Any, path: str | Path, storage: str = "mcap",
                 block = audio[:, k:k + chunk]
                 bag.write(TOPIC_AUDIO, m.audio_to_msg(block, int(chunk_stamps[i]), m.ARRAY_FRAME,
                                                       sample_format), stamp)
-            elif kind == 3:
+            elif kind == 3:  # CameraInfo first: a reader taking the image finds its calibration
                 frame = recording.images[i]
-                bag.write(TOPIC_IMAGE, m.image_to_msg(frame.image, stamp, m.CAMERA_FRAME,
-                                                      "bgr8"), stamp)
                 if camera is not None:
                     bag.write(TOPIC_CAMERA_INFO, m.camera_info_msg(camera, stamp, m.CAMERA_FRAME),
                               stamp)
+                bag.write(TOPIC_IMAGE, m.image_to_msg(frame.image, stamp, m.CAMERA_FRAME,
+                                                      "bgr8"), stamp)
             else:
                 bag.write(TOPIC_GROUND_TRUTH, m.ground_truth_msg(recording.ground_truth[i]),
                           stamp)

@@ -69,25 +69,38 @@ class GroundTruthSample:
             raise ValueError(f"unsupported ground-truth version {d.get('version')!r}")
         if not isinstance(d.get("speakers"), list):
             raise ValueError("'speakers' must be a list")
+        stamp_ns = _integer(d.get("stamp_ns"), "stamp_ns")  # a float loses nanoseconds
+        frame_id = d.get("frame_id", "mic_array")
+        if not isinstance(frame_id, str):
+            raise ValueError(f"frame_id must be a string, got {frame_id!r}")
         speakers = []
         for s in d["speakers"]:
             if not isinstance(s, dict):
                 raise ValueError("each speaker must be a JSON object")
+            active = s.get("active", True)
+            if not isinstance(active, bool):  # "false" would be truthy
+                raise ValueError(f"active must be true or false, got {active!r}")
             pos = _finite(s.get("position"), 3, "position")
-            if "azimuth_deg" in s:
+            if s.get("azimuth_deg") is not None:
                 az = np.deg2rad(_finite(s["azimuth_deg"], None, "azimuth_deg"))
-                el = np.deg2rad(_finite(s.get("elevation_deg", 0.0), None, "elevation_deg"))
+                el_deg = s.get("elevation_deg")
+                el = np.deg2rad(0.0 if el_deg is None else _finite(el_deg, None, "elevation_deg"))
             elif pos is not None:
                 az = np.arctan2(pos[1], pos[0])
                 el = np.arctan2(pos[2], np.hypot(pos[0], pos[1]))
             else:
                 raise ValueError("a speaker needs azimuth_deg or position")
             speakers.append(SpeakerTruth(
-                speaker_id=int(s["id"]), azimuth=float(az), elevation=float(el),
-                active=bool(s.get("active", True)), position=pos,
-                box=_finite(s.get("box"), 4, "box")))
-        return cls(stamp_ns=int(d["stamp_ns"]), speakers=tuple(speakers),
-                   frame_id=str(d.get("frame_id", "mic_array")))
+                speaker_id=_integer(s.get("id"), "id"), azimuth=float(az), elevation=float(el),
+                active=active, position=pos, box=_finite(s.get("box"), 4, "box")))
+        return cls(stamp_ns=stamp_ns, speakers=tuple(speakers), frame_id=frame_id)
+
+
+def _integer(value, name: str) -> int:
+    """A JSON integer (not a float, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
 
 
 def _finite(value, length: int | None, name: str):

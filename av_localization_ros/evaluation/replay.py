@@ -114,7 +114,11 @@ def replay_bag(bag_path: str | Path, params: dict[str, Any], out_dir: str | Path
                 logic.on_tf_static(msg)
             elif role == "ground_truth":
                 try:
-                    truth.append(m.ground_truth_from_msg(msg))
+                    sample = m.ground_truth_from_msg(msg)
+                    if sample.frame_id != logic.array_frame:  # positions would be misread
+                        raise ValueError(f"ground truth in frame {sample.frame_id!r}; it must "
+                                         f"be the array frame {logic.array_frame!r}")
+                    truth.append(sample)
                 except ValueError as exc:
                     logic.stream._drop("bad_ground_truth", str(exc))
             if writer is not None:

@@ -55,6 +55,7 @@ Ground truth
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,7 @@ from ..core.camera import R_BODY_OPTICAL, CameraGeometry
 from ..core.geometry import SPEED_OF_SOUND_M_S, GeometryError, MicArray
 from ..core.types import NS_PER_S, ImageFrame, vector_to_azel
 from ..evaluation.ground_truth import GroundTruthSample, SpeakerTruth
-from .speech import AUDIO_EXTENSIONS, get_library, load_audio_mono
+from .speech import AUDIO_EXTENSIONS, SPEECH_DIR_ENV, get_library, load_audio_mono
 
 DEFAULT_START_NS = 1_700_000_000_000_000_000
 MAX_TALKERS = 3
@@ -76,6 +77,7 @@ MIN_WALL_DISTANCE_M = 0.5  # talker head centre to any room surface
 MIN_MIC_WALL_DISTANCE_M = 0.1
 MIN_TALKER_ARRAY_DISTANCE_M = 0.3
 MAX_TALKER_SPEED_M_S = 3.0
+MIN_RIR_STEP_S = 0.02  # shortest RIR anchor spacing (cost: one RIR set per anchor)
 SIGNAL_KINDS = ("speech", "white_noise")
 
 
@@ -137,7 +139,8 @@ class SceneConfig:
 
     Camera pose: the optical frame sits at ``camera_translation`` (array frame, metres) with
     rotation ``Rz(yaw) Ry(pitch) Rx(roll) @ R_BODY_OPTICAL`` (``camera_rpy_deg`` = roll,
-    pitch, yaw of the camera body about the array axes; zero = looking along +x).
+    pitch, yaw of the camera body about the array axes; zero = looking along +x). Roll must be
+    0: the renderer draws upright figures and boxes.
     """
 
     talkers: list = field(default_factory=list)  # list[TalkerConfig]
@@ -262,6 +265,9 @@ def validate_config(cfg: SceneConfig) -> None:
         err(f"the mic array at {pos.tolist()} is not inside the room {dim.tolist()} with "
             f"{MIN_MIC_WALL_DISTANCE_M} m clearance")
     if cfg.camera_enabled:
+        if float(cfg.camera_rpy_deg[0]) != 0.0:
+            err(f"camera roll {cfg.camera_rpy_deg[0]} deg: the renderer draws upright figures "
+                "and boxes (pitch and yaw are supported, roll is not)")
         try:
             cam = cfg.build_camera()
         except ValueError as exc:
@@ -306,6 +312,10 @@ def validate_config(cfg: SceneConfig) -> None:
                 f"{MIN_TALKER_ARRAY_DISTANCE_M} m)")
         if tk.max_speed() > MAX_TALKER_SPEED_M_S:
             err(f"{name}: moves at {tk.max_speed():.2f} m/s (max {MAX_TALKER_SPEED_M_S})")
+        if tk.max_speed() * MIN_RIR_STEP_S > cfg.rir_step_max_m:
+            err(f"{name}: at {tk.max_speed():.2f} m/s it moves more than rir_step_max_m = "
+                f"{cfg.rir_step_max_m} m between RIR anchors {MIN_RIR_STEP_S} s apart (the "
+                "shortest); raise rir_step_max_m or slow the talker")
         for iv in tk.speaking:
             if len(iv) != 2 or not (0 <= iv[0] < iv[1] <= cfg.duration_s + 1e-9):
                 err(f"{name}: speaking interval {tuple(iv)} must satisfy "
@@ -585,7 +595,7 @@ def _rir_step(tk: TalkerConfig, cfg: SceneConfig) -> float:
     """Seconds between RIR anchors: rir_step_s, shortened to move <= rir_step_max_m."""
     v = tk.max_speed()
     step = cfg.rir_step_s if v <= 0 else min(cfg.rir_step_s, cfg.rir_step_max_m / v)
-    return max(step, 0.02)
+    return max(step, MIN_RIR_STEP_S)  # validate_config: the talker still moves <= the max
 
 
 def spatialise(x: np.ndarray, tk: TalkerConfig, cfg: SceneConfig, acoustics: RoomAcoustics,
@@ -748,6 +758,9 @@ def simulate_scene(cfg: SceneConfig, timings: dict | None = None) -> SceneRecord
     """
     from .render import SceneRenderer, mouth_openness
 
+    if cfg.speech_dir is None and os.environ.get(SPEECH_DIR_ENV):
+        # record the speech actually used, so the bag's scene config reproduces the scene
+        cfg = dataclasses.replace(cfg, speech_dir=os.environ[SPEECH_DIR_ENV])
     t0 = time.perf_counter()
     comps = simulate_audio(cfg)
     t1 = time.perf_counter()
