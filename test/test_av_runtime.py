@@ -95,6 +95,30 @@ def test_zero_length_audio(runner):
         runner.set_audio(AudioWindow(np.zeros((4, 0), np.float32), 0, 48000))
 
 
+@pytest.mark.parametrize("change, message", [
+    (("calibration", "cos_lo", float("nan")), "calibration"),  # heatmaps would be all NaN
+    (("calibration", "cos_lo", 0.9), "calibration"),  # inverted window: all zero
+    (("calibration", "conf_hi", None), "metadata"),
+    (("audio", "window_s", 0.0), "window_s"),  # samples[:, -0:] is the whole window
+    (("audio", "n_mels", 40), "audio features"),
+    (("audio", "sample_rate", 48000), "audio features"),
+])
+def test_unusable_metadata_values_are_rejected(tmp_path, change, message):
+    d = tmp_path / "m"
+    shutil.copytree(MODELS, d)
+    meta = json.loads((d / "av_model.json").read_text())
+    section, key, value = change
+    meta[section][key] = value
+    (d / "av_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match=message):
+        HeatmapRunner(d, backend="onnxruntime")
+
+
+def test_audio_shorter_than_half_the_model_window_is_refused(runner):
+    with pytest.raises(ValueError, match="audio window"):
+        runner.set_audio(AudioWindow(np.zeros((4, 4096), np.float32), 0, 16000))  # 0.256 s
+
+
 def test_mismatched_model(tmp_path):
     torch = pytest.importorskip("torch")
     from av_localization_ros.av.export import export
@@ -102,6 +126,10 @@ def test_mismatched_model(tmp_path):
     # an image encoder exported for 64x64 next to metadata that promises 160x160
     export(AVModel(ModelConfig(input_size=(64, 64), pretrained=False)).eval(), tmp_path)
     meta = json.loads((MODELS / "av_model.json").read_text())
+    (tmp_path / "av_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="sha256"):  # not the graphs it describes
+        HeatmapRunner(tmp_path, backend="onnxruntime")
+    meta.pop("sha256")  # without hashes the graph itself is checked against the metadata
     (tmp_path / "av_model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelMismatchError, match="shape"):
         HeatmapRunner(tmp_path, backend="onnxruntime")

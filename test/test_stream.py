@@ -269,3 +269,26 @@ def test_output_stamps_strictly_increase_whatever_the_camera_does(scene_audio):
     assert loc.drops["image_stamp_not_increasing"] >= 10  # the past, re-sent and frozen ones
     ticks_after = [o.stamp_ns for o in outs if o.image is None and o.stamp_ns > sent[-1]]
     assert len(ticks_after) >= 5  # frozen camera: audio-only steps resume
+
+
+def test_heatmap_audio_is_the_models_window_or_none(scene_audio):
+    """Until a whole second of audio before the image is buffered, the heatmap network gets no
+    audio (counted) rather than the 0.256 s DoA window with its lookahead, tiled to 1 s."""
+    from av_localization_ros.av.runtime import HeatmapRunner
+
+    runner = HeatmapRunner(backend="onnxruntime")
+    lengths = []
+    set_audio = runner.set_audio
+    runner.set_audio = lambda w: (lengths.append(w.n_samples), set_audio(w))
+    loc = StreamingLocalizer(params(), heatmap_runner=runner)
+    loc.on_audio_info(4, FS, "S16LE")
+    img = np.full((48, 64, 3), 90, np.uint8)
+    outs, chunk = [], 320
+    for k in range(0, scene_audio.shape[1] - chunk + 1, chunk):
+        stamp = T0 + (k * 1_000_000_000) // FS
+        outs += loc.on_audio(scene_audio[:, k:k + chunk], stamp)
+        if k % (3 * chunk) == 0 and k >= FS // 4:
+            outs += loc.on_image(ImageFrame(img, stamp + 50_000_000))
+    assert 5 <= loc.drops["heatmap_audio_unavailable"] <= 20  # the images of the first second
+    assert lengths and set(lengths) == {FS}
+    assert sum(o.heatmap is not None for o in outs) > 20

@@ -5,10 +5,12 @@ plus ``inputs`` / ``outputs`` specs. Implementations:
 
 * ``OnnxRuntimeBackend``: CPU here (intra-op threads configurable, default 2); uses the CUDA
   execution provider first when onnxruntime-gpu offers it.
-* ``TensorRTBackend``: deserialises the cached engine for (ONNX bytes, TRT version, GPU compute
-  capability, precision) or builds it with ``trt_build/build_engines.py``; runs it with the
-  TensorRT 10 name-based API (``set_tensor_address`` + ``execute_async_v3``) on torch CUDA
-  buffers. ``tensorrt`` is imported lazily, so importing this module never needs it.
+* ``TensorRTBackend``: deserialises the cached engine for (ONNX bytes, TRT version, GPU model,
+  compute capability, precision) or builds it (:mod:`.engine_build`; a cached engine that
+  does not deserialise is rebuilt once); runs it with the TensorRT 10 name-based API
+  (``set_tensor_address`` + ``execute_async_v3``) on torch CUDA buffers, after checking each
+  input's shape and dtype against the engine's. ``tensorrt`` is imported lazily, so importing
+  this module never needs it.
 
 ``select_backend("auto", path)`` tries TensorRT and falls back to ONNX Runtime, logging why.
 """
@@ -23,9 +25,6 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 log = logging.getLogger(__name__)
-
-TRT_BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "trt_build" / "build_engines.py"
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -79,15 +78,6 @@ class OnnxRuntimeBackend:
         return dict(zip(self._out_names, res))
 
 
-def _load_trt_build():
-    spec = importlib.util.spec_from_file_location("av_trt_build_engines", TRT_BUILD_SCRIPT)
-    if spec is None or not TRT_BUILD_SCRIPT.exists():
-        raise BackendUnavailable(f"{TRT_BUILD_SCRIPT} not found")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def tensorrt_available() -> tuple[bool, str]:
     """(available, reason) without building anything."""
     if importlib.util.find_spec("tensorrt") is None:
@@ -101,6 +91,18 @@ def tensorrt_available() -> tuple[bool, str]:
     return True, ""
 
 
+def check_input(spec: TensorSpec, value) -> None:
+    """ValueError unless ``value`` is an array of ``spec``'s dtype and (static) shape, as ONNX
+    Runtime requires too."""
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"input {spec.name!r} missing or not an array")
+    shape_ok = len(value.shape) == len(spec.shape) and all(
+        not isinstance(d, int) or d < 0 or d == v for d, v in zip(spec.shape, value.shape))
+    if not shape_ok or value.dtype != np.dtype(spec.dtype):
+        raise ValueError(f"input {spec.name!r}: got {value.dtype} {value.shape}, the engine "
+                         f"takes {spec.dtype} {spec.shape}")
+
+
 class TensorRTBackend:
     name = "tensorrt"
 
@@ -111,11 +113,19 @@ class TensorRTBackend:
             raise BackendUnavailable(why)
         import tensorrt as trt
         import torch
-        tb = _load_trt_build()
-        engine_file = tb.get_or_build_engine(onnx_path, cache_dir, fp16=fp16)
+
+        from . import engine_build
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_file).read_bytes())
+        self.engine = None
+        for rebuild in (False, True):  # a cached engine that does not load is rebuilt once
+            engine_file = engine_build.get_or_build_engine(onnx_path, cache_dir, fp16=fp16,
+                                                           rebuild=rebuild)
+            self.engine = self._runtime.deserialize_cuda_engine(Path(engine_file).read_bytes())
+            if self.engine is not None:
+                break
+            log.warning("could not deserialise %s%s", engine_file,
+                        "" if rebuild else "; rebuilding it")
         if self.engine is None:
             raise BackendUnavailable(f"could not deserialise {engine_file}")
         self.context = self.engine.create_execution_context()
@@ -134,6 +144,8 @@ class TensorRTBackend:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
+        for spec in self.inputs:  # copy_ would broadcast and cast a wrong input silently
+            check_input(spec, inputs.get(spec.name))
         with torch.cuda.stream(self.stream):
             for spec in self.inputs:
                 self._buf[spec.name].copy_(torch.from_numpy(np.ascontiguousarray(inputs[spec.name])),

@@ -13,8 +13,10 @@ Before the first ``set_audio`` there is no embedding: ``infer`` returns zeros an
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -22,7 +24,8 @@ import numpy as np
 
 from ..core.types import NS_PER_S, AudioWindow
 from . import metrics as M
-from .audio_features import N_FRAMES, N_MELS, WINDOW_S, log_mel, to_mono_16k
+from .audio_features import HOP, N_FFT, N_FRAMES, N_MELS, SAMPLE_RATE, WINDOW_S, log_mel, \
+    to_mono_16k
 from .backends import InferenceBackend, select_backend
 from .export import (AUDIO_INPUT, AUDIO_ONNX, AUDIO_OUTPUT, IMAGE_INPUT, IMAGE_ONNX,
                      IMAGE_OUTPUT, META_JSON)
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 MIN_IMAGE_SIDE = 16
 MAX_IMAGE_SIDE = 16384
+N_SAMPLES_MIN_S = 0.1  # shortest audio window a model may declare
+MIN_AUDIO_FRACTION = 0.5  # set_audio needs at least this part of the model's audio window
 
 
 class ModelMismatchError(ValueError):
@@ -77,6 +82,33 @@ def _check_spec(spec_list, name, shape, what):
                                  f"runtime expects static shapes {list(shape)}")
 
 
+def _check_metadata(meta: dict, meta_path: Path) -> float:
+    """ModelMismatchError unless the calibration windows are finite and ordered and the audio
+    front end the model was trained with is this runtime's; returns the audio window (s)."""
+    try:
+        cal = meta["calibration"]
+        for lo, hi in (("cos_lo", "cos_hi"), ("conf_lo", "conf_hi")):
+            a, b = float(cal[lo]), float(cal[hi])
+            if not (math.isfinite(a) and math.isfinite(b) and a < b):
+                raise ModelMismatchError(f"{meta_path}: calibration needs finite {lo} < {hi}, "
+                                         f"got {a}, {b}")
+        audio = meta.get("audio", {})
+        window_s = float(audio.get("window_s", WINDOW_S))
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, ModelMismatchError):
+            raise
+        raise ModelMismatchError(f"{meta_path}: malformed metadata ({e})") from e
+    if not (math.isfinite(window_s) and N_SAMPLES_MIN_S <= window_s <= 10.0):
+        raise ModelMismatchError(f"{meta_path}: audio window_s {window_s} outside "
+                                 f"[{N_SAMPLES_MIN_S}, 10] s")
+    expected = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS}
+    wrong = {k: audio[k] for k, v in expected.items() if k in audio and audio[k] != v}
+    if wrong:
+        raise ModelMismatchError(f"{meta_path}: audio features {wrong} differ from this "
+                                 f"runtime's {expected}")
+    return window_s
+
+
 class HeatmapRunner:
     def __init__(self, model_dir=None, backend: str = "auto", audio_rate_hz: float = 5.0,
                  intra_op_threads: int = 2):
@@ -96,7 +128,7 @@ class HeatmapRunner:
         if audio_rate_hz <= 0:
             raise ValueError("audio_rate_hz must be > 0")
         self.input_size = (h, w)
-        self.audio_window_s = float(self.meta.get("audio", {}).get("window_s", WINDOW_S))
+        self.audio_window_s = _check_metadata(self.meta, meta_path)
         self.audio_rate_hz = float(audio_rate_hz)
         self._cos_lo, self._cos_hi = float(cal["cos_lo"]), float(cal["cos_hi"])
         self._conf_lo, self._conf_hi = float(cal["conf_lo"]), float(cal["conf_hi"])
@@ -105,6 +137,11 @@ class HeatmapRunner:
         for p in (img_path, aud_path):
             if not p.exists():
                 raise FileNotFoundError(f"{p} not found")
+            expected = self.meta.get("sha256", {}).get(p.name)
+            if expected is not None and hashlib.sha256(p.read_bytes()).hexdigest() != expected:
+                raise ModelMismatchError(
+                    f"{p} is not the graph {meta_path.name} was exported with (sha256 differs): "
+                    "its calibration would not apply; re-export the model directory")
         self.image_backend: InferenceBackend = select_backend(backend, img_path,
                                                               intra_op_threads=intra_op_threads)
         self.audio_backend: InferenceBackend = select_backend(
@@ -136,6 +173,9 @@ class HeatmapRunner:
                              f"expected (n_channels, n_samples) with n_samples > 0")
         if window.sample_rate <= 0:
             raise ValueError(f"bad sample rate {window.sample_rate}")
+        if samples.shape[1] < MIN_AUDIO_FRACTION * self.audio_window_s * window.sample_rate:
+            raise ValueError(f"audio window of {samples.shape[1] / window.sample_rate:.3f} s; "
+                             f"the model embeds {self.audio_window_s} s")
         stamp = int(window.end_stamp_ns)
         if self._emb_stamp_ns is not None:
             dt = stamp - self._emb_stamp_ns

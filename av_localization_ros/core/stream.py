@@ -253,7 +253,11 @@ class StreamingLocalizer:
             n_av = int(round(self.heatmap_runner.audio_window_s * rate))
             # the heatmap network was trained on audio that ends at the image (no lookahead)
             got_av = self.buffer.window_at(stamp_ns - n_av * NS_PER_S // rate, n_av)
-            av_window = got_av[0] if got_av is not None else window
+            if got_av is not None and got_av[1] >= float(self.params["audio.min_valid_fraction"]):
+                av_window = got_av[0]
+            else:  # not buffered yet (start, restart) or mostly gap: keep the last embedding
+                self._drop("heatmap_audio_unavailable", "no complete audio window for the "
+                           "heatmap network; the image runs with the previous audio embedding")
         t0 = time.perf_counter()
         try:
             out = self.pipeline.process(window, image=image, av_window=av_window)
