@@ -200,3 +200,73 @@ def test_dds_capture_shell_publishes_bit_exact_stamped_audio(tmp_path, monkeypat
             assert np.array_equal(data, flat[k * CHANNELS:(k + CHUNK) * CHANNELS]), k
             compared += 1
     assert compared >= 10
+
+
+def test_dds_capture_shell_refuses_an_impossible_device_at_once(tmp_path):
+    """200 channels from the file PCM: PortAudio refuses (-9998); the shell exits with status 2
+    and a one-line error at once - not a traceback, and not after --duration (the timer was
+    a non-daemon thread that kept the process alive)."""
+    pytest.importorskip("cyclonedds", reason="cyclonedds is not installed")
+    from av_localization_ros.nodes.dds import procs
+
+    home = tmp_path / "home"
+    home.mkdir()
+    infile = tmp_path / "in.raw"
+    infile.write_bytes(bytes(4096))
+    (home / ".asoundrc").write_text(
+        f'pcm.avtest {{\n type file\n slave.pcm "null"\n file "/dev/null"\n infile "{infile}"\n format "raw"\n}}\n')
+    env = procs.loopback_env(tmp_path)
+    env["HOME"] = str(home)
+    log = tmp_path / "capture.log"
+    t0 = time.monotonic()
+    proc = procs.start("av_localization_ros.nodes.dds.capture",
+                       ["--device", "avtest", "--channels", "200", "--duration", "20"], env, log)
+    try:
+        rc = proc.wait(timeout=15)
+    finally:
+        procs.stop(proc)
+    text = log.read_text()
+    assert rc == 2, text[-2000:]
+    assert time.monotonic() - t0 < 12 and "Traceback" not in text
+    assert "cannot start capture" in text
+
+
+def _capture_without_device():
+    from av_localization_ros.nodes.capture import AudioCapture, CaptureConfig
+    cfg = CaptureConfig(channels=CHANNELS, sample_rate=RATE, sample_format="S16LE",
+                        chunk_frames=CHUNK, queue_chunks=8)
+    return AudioCapture(cfg, clock_ns=lambda: 1_700_000_000_000_000_000, pa=object())
+
+
+def test_a_malformed_buffer_keeps_the_sample_counter_on_time():
+    """PortAudio passed frame_count frames whatever the buffer held: the next chunk's first
+    sample and stamp must count them (they used to shift every later stamp, unseen)."""
+    cap = _capture_without_device()
+    good = bytes(CHUNK * CHANNELS * 2)
+    for data in (good, good[:100], good):
+        cap._callback(data, CHUNK, {}, 0)
+    a, b = cap.read(0.1), cap.read(0.1)
+    assert (a.first_sample, b.first_sample) == (0, 2 * CHUNK)
+    assert b.stamp_ns - a.stamp_ns == 2 * CHUNK * PERIOD_NS
+    assert cap.stats()["malformed_buffers"] == 1 and cap.stats()["dropped_frames"] == CHUNK
+
+
+def test_stop_cleans_up_everything_when_the_device_is_gone():
+    calls = []
+
+    class GoneStream:
+        def stop_stream(self):
+            calls.append("stop")
+            raise OSError(-9999, "Unanticipated host error")
+
+        def close(self):
+            calls.append("close")
+
+    class PA:
+        def terminate(self):
+            calls.append("terminate")
+
+    cap = _capture_without_device()
+    cap._stream, cap._pa, cap._own_pa = GoneStream(), PA(), True
+    cap.stop()  # must not raise
+    assert calls == ["stop", "close", "terminate"] and cap._stream is None

@@ -70,15 +70,16 @@ def test_rviz_config_shows_the_outputs():
     cfg = yaml.safe_load(RVIZ.read_text())
     vm = cfg["Visualization Manager"]
     assert vm["Global Options"]["Fixed Frame"] == "mic_array"
+    # relative names: rviz2 runs in the launch file's namespace, as the localizer does
     topics = {d["Class"]: d.get("Topic", {}).get("Value") for d in vm["Displays"]}
-    assert topics["rviz_default_plugins/PoseArray"] == "/av_localization/speakers"
-    assert topics["rviz_default_plugins/PointCloud2"] == "/av_localization/doa"
-    assert topics["rviz_default_plugins/MarkerArray"] == "/av_localization/speaker_markers"
+    assert topics["rviz_default_plugins/PoseArray"] == "av_localization/speakers"
+    assert topics["rviz_default_plugins/PointCloud2"] == "av_localization/doa"
+    assert topics["rviz_default_plugins/MarkerArray"] == "av_localization/speaker_markers"
     images = [d["Topic"]["Value"] for d in vm["Displays"] if d["Class"] == "rviz_default_plugins/Image"]
-    assert "/av_localization/overlay" in images
+    assert "av_localization/overlay" in images
     for t in topics.values():
-        if t and t.startswith("/av_localization/"):
-            assert t.rsplit("/", 1)[1] in OUTPUT_TOPICS
+        if t and "av_localization/" in t:
+            assert not t.startswith("/") and t.rsplit("/", 1)[1] in OUTPUT_TOPICS
 
 
 def test_capture_yaml_matches_the_capture_parameters():
@@ -241,11 +242,27 @@ class _FakeRos:
                 assert isinstance(msg, bytes), "the shells publish serialized CDR"
                 fake.published.append((self.topic, msg))
 
+        class Context:  # rclpy.context.Context: on_shutdown(callback), ok()
+            def __init__(self):
+                self.callbacks, self.is_ok = [], True
+
+            def on_shutdown(self, callback):
+                self.callbacks.append(callback)
+
+            def ok(self):
+                return self.is_ok
+
+            def shutdown(self):
+                self.is_ok = False
+                for cb in self.callbacks:
+                    cb()
+
         class Node:
             def __init__(self, node_name, **kwargs):
                 self._name = node_name
                 self._params = {}
                 self.overrides = {}
+                self.context = Context()
 
             def declare_parameter(self, name, value=None, descriptor=None, ignore_override=False):
                 assert descriptor is not None and descriptor.description
@@ -411,6 +428,8 @@ def test_capture_shell_against_api_stand_in(fake_ros, monkeypatch):
             self.chunks = [Chunk(bytes([i]) * (n * config.bytes_per_frame), 1000 + i * n * 62500, i * n, n, 0)
                            for i in range(3)]
 
+        active = True
+
         def start(self):
             pass
 
@@ -443,3 +462,37 @@ def test_capture_shell_against_api_stand_in(fake_ros, monkeypatch):
     assert [m.stamp_to_ns(a.header.stamp) for a in audio] == [1000 + i * 512 * 62500 for i in range(3)]
     assert bytes(audio[1].audio.data[:3]) == b"\x01\x01\x01"
     assert "/diagnostics" in by_topic
+
+    # the device disappears: the pump ends and the diagnostics say ERROR, not "ok"
+    from av_localization_ros.nodes.diagnostics import ERROR
+    fake_ros.published.clear()
+    node = capture_node.make_node_class()()
+    node.capture.active = False
+    node._thread.join(timeout=5.0)
+    assert not node._thread.is_alive()
+    for t in fake_ros.timers:
+        t()
+    diag = decode([d for t, d in fake_ros.published if t == "/diagnostics"][-1],
+                  "diagnostic_msgs/msg/DiagnosticArray")
+    assert diag.status[0].level == ERROR and "stopped" in diag.status[0].message
+    # Ctrl-C: rclpy shuts the context down before destroy_node; the pump stops publishing
+    node = capture_node.make_node_class()()
+    node.context.shutdown()
+    node._thread.join(timeout=5.0)
+    assert not node._thread.is_alive()
+    node.destroy_node()
+
+
+def test_node_only_parameters_take_integers_and_refuse_nonsense():
+    """Declared with dynamic typing (rclpy fixes a parameter's type from its default otherwise,
+    and 'diagnostics_period_s: 1' in a params file raised InvalidParameterTypeException)."""
+    from av_localization_ros.nodes.localizer_node import NODE_PARAMETERS, node_options
+
+    defaults = {name: default for name, (default, _) in NODE_PARAMETERS.items()}
+    assert node_options(defaults) == defaults
+    opt = node_options(dict(defaults, diagnostics_period_s=2))
+    assert opt["diagnostics_period_s"] == 2.0 and isinstance(opt["diagnostics_period_s"], float)
+    for bad in ({"publish_overlay": "yes"}, {"diagnostics_period_s": "fast"},
+                {"diagnostics_period_s": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            node_options(dict(defaults, **bad))

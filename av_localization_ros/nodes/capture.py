@@ -84,12 +84,14 @@ def list_input_devices(pa) -> list[dict[str, Any]]:
 def find_device(pa, device: str | int, channels: int) -> int:
     """PortAudio device index for an index, a name (exact, then substring) or "" (default)."""
     devices = list_input_devices(pa)
-    if device == "" or device is None:
-        info = pa.get_default_input_device_info()
-        return int(info["index"])
-    if isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
-        idx = int(device)
-        info = pa.get_device_info_by_index(idx)
+    if device == "" or device is None or isinstance(device, int) or (
+            isinstance(device, str) and device.strip().isdigit()):
+        try:
+            info = pa.get_default_input_device_info() if device in ("", None) \
+                else pa.get_device_info_by_index(int(device))
+        except (IOError, OSError) as exc:  # no default input device / no such index
+            raise ValueError(f"input device {device!r}: {exc}") from exc
+        idx = int(info["index"])
         if int(info["maxInputChannels"]) < channels:
             raise ValueError(f"device {idx} ({info['name']}) has {info['maxInputChannels']} "
                              f"input channels, need {channels}")
@@ -140,27 +142,33 @@ class AudioCapture:
         if self._pa is None:
             self._pa = pyaudio.PyAudio()
         cfg = self.config
-        self.device_index = find_device(self._pa, cfg.device, int(cfg.channels))
-        self.device_name = str(self._pa.get_device_info_by_index(self.device_index)["name"])
-        fmt = getattr(pyaudio, SAMPLE_FORMATS[cfg.sample_format][0])
-        self._stream = self._pa.open(
-            format=fmt, channels=int(cfg.channels), rate=int(cfg.sample_rate), input=True,
-            input_device_index=self.device_index, frames_per_buffer=int(cfg.chunk_frames),
-            stream_callback=self._callback, start=False)
-        self._stream.start_stream()
+        try:
+            self.device_index = find_device(self._pa, cfg.device, int(cfg.channels))
+            self.device_name = str(self._pa.get_device_info_by_index(self.device_index)["name"])
+            fmt = getattr(pyaudio, SAMPLE_FORMATS[cfg.sample_format][0])
+            self._stream = self._pa.open(
+                format=fmt, channels=int(cfg.channels), rate=int(cfg.sample_rate), input=True,
+                input_device_index=self.device_index, frames_per_buffer=int(cfg.chunk_frames),
+                stream_callback=self._callback, start=False)
+            self._stream.start_stream()
+        except (IOError, OSError, ValueError) as exc:  # e.g. PortAudio -9998 invalid channels
+            self.stop()  # close what was opened, terminate our PyAudio
+            raise ValueError(f"cannot capture {cfg.channels} ch {cfg.sample_format} @ "
+                             f"{cfg.sample_rate} Hz from device {cfg.device!r}: {exc}") from exc
         log.info("capturing %d ch %s @ %d Hz from device %d (%s)", cfg.channels,
                  cfg.sample_format, cfg.sample_rate, self.device_index, self.device_name)
 
     def stop(self) -> None:
+        """Stop and close the stream and terminate our PyAudio; host errors on the way (a
+        device that is gone) are logged, never left to skip the rest of the cleanup."""
         stream, self._stream = self._stream, None
-        if stream is not None:
+        pa, self._pa = (self._pa, None) if self._own_pa else (None, self._pa)
+        steps = [] if stream is None else [stream.stop_stream, stream.close]
+        for step in steps + ([] if pa is None else [pa.terminate]):
             try:
-                stream.stop_stream()
-            finally:
-                stream.close()
-        if self._own_pa and self._pa is not None:
-            self._pa.terminate()
-            self._pa = None
+                step()
+            except (IOError, OSError) as exc:
+                log.warning("audio capture cleanup (%s): %s", step.__name__, exc)
 
     def __enter__(self) -> "AudioCapture":
         self.start()
@@ -216,8 +224,12 @@ class AudioCapture:
         overflow = bool(status_flags & pyaudio.paInputOverflow)
         n = int(frame_count)
         if in_data is None or len(in_data) != n * self.config.bytes_per_frame:
+            # frame_count frames passed anyway: keep the sample counter on time, so the
+            # next chunk's stamp and first sample stay right and the gap is visible downstream
+            self._next_sample += max(n, 0)
             with self._lock:
                 self.counts["malformed_buffers"] += 1
+                self.counts["dropped_frames"] += max(n, 0)
             return (None, pyaudio.paContinue)
         stamp = self._stamp(n, time_info, reanchor=overflow and self._anchor_ns is not None)
         chunk = Chunk(bytes(in_data), stamp, self._next_sample, n, self._epoch)
@@ -322,16 +334,20 @@ def capture_diagnostics(node_name: str, capture: AudioCapture, seq: ChunkSequenc
     """DiagnosticArray for the capture node: counts, overruns, discontinuities. Stamped with
     the data time of the newest chunk (not a wall clock read at publish time)."""
     from ..bag import messages as m
-    from .diagnostics import DIAGNOSTIC_ARRAY, DIAGNOSTIC_STATUS, KEY_VALUE, OK, WARN
+    from .diagnostics import DIAGNOSTIC_ARRAY, DIAGNOSTIC_STATUS, ERROR, KEY_VALUE, OK, WARN
 
     stats = capture.stats()
     stats["published_chunks"] = published
     stats["discontinuities"] = seq.discontinuities
     stats["missing_frames"] = seq.missing_frames
-    level = WARN if stats.get("overruns", 0) else OK
+    if not capture.active:  # PortAudio stopped the stream: device gone or a host error
+        level, message = ERROR, "audio stream stopped (device disconnected?)"
+    elif stats.get("overruns", 0):
+        level, message = WARN, f"{stats['overruns']} overruns"
+    else:
+        level, message = OK, "ok"
     status = m.new_msg(
-        DIAGNOSTIC_STATUS, level=level, name=f"{node_name}: capture",
-        message=f"{stats.get('overruns', 0)} overruns" if level else "ok",
+        DIAGNOSTIC_STATUS, level=level, name=f"{node_name}: capture", message=message,
         hardware_id=f"{capture.device_index}: {capture.device_name}",
         values=[m.new_msg(KEY_VALUE, key=str(k), value=str(v)) for k, v in sorted(stats.items())])
     return m.new_msg(DIAGNOSTIC_ARRAY, header=m.header(seq.last_stamp_ns, ""), status=[status])

@@ -52,6 +52,8 @@ def make_node_class():
             self.seq = ChunkSequencer()
             self.published = 0
             self._stop = threading.Event()
+            # SIGINT shuts the context down before destroy_node(): stop publishing first
+            self.context.on_shutdown(self._stop.set)
             self._thread = threading.Thread(target=self._pump, name="capture_pump", daemon=True)
             self._thread.start()
             self.create_timer(float(values["diagnostics_period_s"]), self._diagnostics)
@@ -63,9 +65,19 @@ def make_node_class():
             while not self._stop.is_set():
                 chunk = self.capture.read(timeout_s=0.2)
                 if chunk is None:
+                    if not self.capture.active:  # device gone: diagnostics report ERROR
+                        self.get_logger().error("the audio stream stopped (device "
+                                                "disconnected?); no more audio")
+                        return
                     continue
                 self.seq.push(chunk)
-                self.audio_pub.publish(encode(chunk_msg(chunk, self.frame_id), m.AUDIO_STAMPED))
+                try:
+                    self.audio_pub.publish(encode(chunk_msg(chunk, self.frame_id),
+                                                  m.AUDIO_STAMPED))
+                except Exception:  # rclpy shut down under us (Ctrl-C): context invalid
+                    if self._stop.is_set() or not self.context.ok():
+                        return
+                    raise
                 self.published += 1
 
         def _diagnostics(self) -> None:

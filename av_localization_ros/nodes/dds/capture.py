@@ -68,22 +68,31 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    if args.duration > 0:
-        threading.Timer(args.duration, stop.set).start()
+    wire.stop_after(args.duration, stop)
     capture = AudioCapture(config)
     seq = ChunkSequencer()
     published = 0
     period = float(values["diagnostics_period_s"])
     next_diag = time.monotonic() + period
-    capture.start()
-    print("READY", flush=True)
+    status = 0
     try:
+        try:
+            capture.start()
+        except ValueError as exc:  # no such device, too many channels, rate refused
+            log.error("cannot start capture: %s", exc)
+            return 2
+        print("READY", flush=True)
         while not stop.is_set():
             chunk = capture.read(timeout_s=0.2)
             if chunk is not None:
                 seq.push(chunk)
                 audio_pub.publish_cdr(wire.encode(chunk_msg(chunk, str(values["frame_id"])), m.AUDIO_STAMPED))
                 published += 1
+            elif not capture.active:
+                log.error("the audio stream stopped (device disconnected?); exiting")
+                diag_pub.publish(capture_diagnostics("av_capture", capture, seq, published))
+                status = 1
+                break
             if time.monotonic() >= next_diag:
                 next_diag = time.monotonic() + period
                 diag_pub.publish(capture_diagnostics("av_capture", capture, seq, published))
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         capture.stop()
         log.info("stopped: %s", capture.stats())
         node.close()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

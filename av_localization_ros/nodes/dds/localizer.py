@@ -185,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    if args.duration > 0:
-        threading.Timer(args.duration, stop.set).start()
+    wire.stop_after(args.duration, stop)
     log.info("av_localizer (DDS) up: domain %d, namespace %r", domain, args.namespace)
     print("READY", flush=True)
     try:

@@ -316,3 +316,12 @@ class DdsNode:
             self.participant.__del__()
         except Exception:
             pass
+
+
+def stop_after(duration_s: float, stop: threading.Event) -> None:
+    """Set ``stop`` after ``duration_s`` seconds (the shells' ``--duration``), from a daemon
+    timer: a pending timer must not keep the process alive after Ctrl-C."""
+    if duration_s > 0:
+        timer = threading.Timer(duration_s, stop.set)
+        timer.daemon = True
+        timer.start()
