@@ -13,14 +13,32 @@ from av_localization_ros.core.types import angular_distance, direction_vector, v
 @pytest.mark.parametrize("name,n,radius", [("respeaker_usb_4mic_v2", 4, 0.032),
                                            ("respeaker_6mic_circular", 6, 0.0463),
                                            ("minidsp_uma8", 7, 0.043),
-                                           ("matrix_voice", 8, 0.052)])
+                                           ("matrix_voice", 8, 0.0383)])
 def test_presets(name, n, radius):
     arr = MicArray.from_preset(name)
     assert arr.n_mics == n
     r = np.linalg.norm(arr.positions[:, :2], axis=1)
     assert np.isclose(r.max(), radius)
     assert arr.is_planar
-    assert np.allclose(arr.positions.mean(axis=0)[:2], 0.0, atol=1e-3 if name != "minidsp_uma8" else 1e-2)
+    assert np.allclose(arr.positions.mean(axis=0)[:2], 0.0, atol=1e-3)
+
+
+# Channel positions of the ODAS configurations (introlab/odas config/odaslive/minidsp.cfg and
+# matrix_voice.cfg), written out here independently of the presets' circular_array form.
+ODAS_LAYOUTS = {
+    "minidsp_uma8": [(0, 0), (0, .043), (.037, .021), (.037, -.021), (0, -.043), (-.037, -.021),
+                     (-.037, .021)],
+    "matrix_voice": [(0, 0), (-.038133, .003576), (-.020980, .032043), (.011971, .036381),
+                     (.035908, .013323), (.032805, -.019767), (.004999, -.037972),
+                     (-.026571, -.027584)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODAS_LAYOUTS))
+def test_presets_follow_the_drivers_channel_order(name):
+    """Mirror-image or wrong-board layouts put a source at 30 deg at 60 or -165 deg."""
+    got = MicArray.from_preset(name).positions[:, :2]
+    assert np.abs(got - np.array(ODAS_LAYOUTS[name])).max() < 1.5e-3  # odas rounds to 1 mm
 
 
 def test_custom_geometry_and_validation():

@@ -16,27 +16,33 @@ SPEED_OF_SOUND_M_S = 343.0
 
 
 def circular_array(n_mics: int, radius_m: float, start_deg: float = 0.0,
-                   center_mic: bool = False) -> np.ndarray:
+                   center_mic: bool = False, clockwise: bool = False) -> np.ndarray:
     """Uniform circular array in the x-y plane.
 
-    Mic ``k`` sits at azimuth ``start_deg + 360 k / n_mics`` (counter-clockwise from +x):
-    ``p_k = r [cos(phi_k), sin(phi_k), 0]``. With ``center_mic`` a mic at the origin is
-    prepended (channel 0), as on the miniDSP UMA-8.
+    Mic ``k`` sits at azimuth ``phi_k = start_deg + s 360 k / n_mics`` (counter-clockwise from
+    +x; ``s = -1`` when the channels go round ``clockwise``): ``p_k = r [cos(phi_k),
+    sin(phi_k), 0]``. With ``center_mic`` a mic at the origin is prepended (channel 0), as on
+    the miniDSP UMA-8 and the MATRIX Voice.
     """
-    phi = np.deg2rad(start_deg + 360.0 * np.arange(n_mics) / n_mics)
+    step = -360.0 if clockwise else 360.0
+    phi = np.deg2rad(start_deg + step * np.arange(n_mics) / n_mics)
     ring = np.stack([radius_m * np.cos(phi), radius_m * np.sin(phi), np.zeros(n_mics)], axis=1)
     if center_mic:
         ring = np.vstack([np.zeros((1, 3)), ring])
     return ring
 
 
-# Nominal layouts (vendor drawings). Radii: ReSpeaker USB 4-mic v2.0 32 mm, ReSpeaker 6-mic
-# circular 46.3 mm, miniDSP UMA-8 43 mm ring + centre mic, Matrix Voice 8 mics on a 52 mm ring.
+# Channel order and layout as the vendors' drivers deliver them, in the frames of the ODAS
+# configurations (introlab/odas config/odaslive/*.cfg): ReSpeaker USB 4-mic v2.0, 32 mm;
+# ReSpeaker 6-mic circular, 46.3 mm; miniDSP UMA-8: centre mic, then a 43 mm ring going
+# clockwise from +y (minidsp.cfg); MATRIX Voice: centre mic, then 7 mics on a 38.3 mm ring
+# going clockwise from 174.64 deg (matrix_voice.cfg; the 8 mics on a 52.5 mm ring are the
+# MATRIX Creator's).
 PRESETS: dict[str, np.ndarray] = {
     "respeaker_usb_4mic_v2": circular_array(4, 0.032, start_deg=45.0),
     "respeaker_6mic_circular": circular_array(6, 0.0463, start_deg=0.0),
-    "minidsp_uma8": circular_array(6, 0.043, start_deg=0.0, center_mic=True),
-    "matrix_voice": circular_array(8, 0.052, start_deg=22.5),
+    "minidsp_uma8": circular_array(6, 0.043, start_deg=90.0, center_mic=True, clockwise=True),
+    "matrix_voice": circular_array(7, 0.0383, start_deg=174.64, center_mic=True, clockwise=True),
 }
 
 
