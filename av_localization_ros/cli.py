@@ -121,10 +121,13 @@ def _run(args: argparse.Namespace) -> int:
                          args.sample_format, args.speech_dir)
         print(f"wrote {path}")
         return 0
+    from .nodes.localizer_logic import validate_params
+
     try:  # replay and demo: a params file that cannot be used stops here, with its problems
         params = load_params(args.params, node_name="av_localizer")
+        validate_params(params)  # the configuration as a whole: preset, windows, grids
     except (OSError, ValueError) as exc:
-        print(f"error: {args.params}: {exc}", file=sys.stderr)
+        print(f"error: {args.params or 'default parameters'}: {exc}", file=sys.stderr)
         return 2
     if args.cmd == "replay":
         if not args.bag.exists():

@@ -106,3 +106,21 @@ def test_wraparound_and_expiry():
     assert buf.window_at(chunk_stamp(0), 100) is None  # overwritten
     win, _ = buf.latest(FS)
     np.testing.assert_array_equal(win.samples, ramp(2 * FS, FS))
+
+
+@pytest.mark.parametrize("ppm", [300.0, -300.0])
+def test_drift_estimate_survives_the_corrections_it_causes(ppm):
+    """A device clock off by 300 ppm drifts past the 2 ms jitter every ~7 s; the gaps filled
+    (or overlaps trimmed) then must not turn the drift fit into a sawtooth (it read 300, -15,
+    -233, 300 ... for a true -300 ppm)."""
+    fs, chunk = 16000, 320
+    buf = AudioRingBuffer(2, fs, capacity_s=2.0, max_jitter_s=0.002, max_gap_fill_s=0.5)
+    x = np.zeros((2, chunk), np.float32)
+    readings = []
+    for k in range(int(60 * fs / chunk)):
+        buf.push(x, 10**18 + int(round(k * chunk * 1e9 / fs * (1 + ppm * 1e-6))))
+        if k and k % 500 == 0:
+            readings.append(buf.drift_ppm)
+    counts = buf.counts
+    assert counts["gaps"] + counts["overlaps"] >= 5  # corrections did happen
+    assert all(abs(r - ppm) < 0.1 * abs(ppm) for r in readings[1:]), readings

@@ -379,3 +379,17 @@ def test_grid_nearest_index():
     e, a = divmod(i, s.azimuths.size)
     assert np.rad2deg(s.elevations[e]) == pytest.approx(30.0)
     assert az_err_deg(s.azimuths[a], np.deg2rad(-95.0)) <= 5.0 + 1e-9
+
+
+def test_non_finite_samples_are_refused_not_smoothed_in():
+    """One NaN stayed in SRP-PHAT's recursive average and emptied every later map."""
+    from av_localization_ros.core.doa import gcc_phat
+    p = defaults()
+    p["doa.method"] = "srp_phat"
+    est = D.DoaEstimator(MicArray.from_preset("respeaker_usb_4mic_v2"), p)
+    x = np.random.default_rng(0).standard_normal((4, 4096)).astype(np.float32)
+    x[2, 100] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.estimate(D.AudioWindow(x, 0, 16000))
+    with pytest.raises(ValueError, match="NaN"):
+        gcc_phat(x[2], x[0], 16000)

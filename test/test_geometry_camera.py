@@ -105,6 +105,28 @@ def test_params_file_round_trip_and_rejects_unknown(tmp_path):
         P.load_params(path)
 
 
+def test_params_file_shapes_and_node_parameters(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text('/**:\n  ros__parameters:\n    mic_positions: "123456"\n')
+    with pytest.raises(ValueError, match="mic_positions"):  # was read as [1, 2, 3, 4, 5, 6]
+        P.load_params(path)
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="maps node names"):
+        P.load_params(path)
+    # the live node's own parameters may share the file; the algorithm ignores them
+    path.write_text("/**:\n  ros__parameters:\n    publish_overlay: false\n"
+                    "    doa:\n      max_sources: 2\n")
+    p = P.load_params(path)
+    assert p["doa.max_sources"] == 2 and "publish_overlay" not in p
+
+
 def test_shipped_params_file_is_complete():
     from conftest import REPO  # noqa: E402
     assert set(P.load_params(REPO / "config" / "params.yaml")) == set(P.PARAMETERS)
+
+
+def test_elevation_grid_stays_off_the_poles():
+    """A grid row at +-90 deg is one direction repeated: no cell of it is a local maximum."""
+    for name in ("doa.max_elevation_deg", "doa.min_elevation_deg", "doa.azimuth_only_elevation_deg"):
+        with pytest.raises(ValueError, match=name):
+            P.coerce_params({**P.defaults(), name: 90.0 if "max" in name or "only" in name else -90.0})

@@ -198,6 +198,11 @@ def test_cli_replay_and_errors(scene_bag, tmp_path, capsys):
                      str(tmp_path / "y")]) == 2
     assert "doa.rate_hz: 1000000000.0 is outside" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    # values each in range that cannot run together: stops before the replay, not 0 outputs
+    params.write_text("/**:\n  ros__parameters:\n    mic_array_preset: nosuch\n")
+    assert cli_main(["replay", str(scene_bag), "--params", str(params), "-o",
+                     str(tmp_path / "w")]) == 2
+    assert "nosuch" in capsys.readouterr().err and not (tmp_path / "w").exists()
     with pytest.raises(SystemExit) as exc:  # argparse: usage and status 2, no traceback
         cli_main(["simulate", "-o", str(tmp_path / "z"), "--seed", "-1"])
     assert exc.value.code == 2 and "a seed is >= 0" in capsys.readouterr().err

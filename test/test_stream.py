@@ -155,6 +155,13 @@ def test_bad_images_are_dropped(scene_audio):
     assert loc.drops["bad_image"] == 2
 
 
+def test_a_window_shorter_than_two_stft_frames_is_a_configuration_error():
+    """40 ms = 640 samples with nfft 512 / hop 256: one frame, so every map would be empty."""
+    loc = StreamingLocalizer(params(**{"audio.window_s": 0.04, "audio.lookahead_s": 0.0}))
+    assert not loc.on_audio_info(4, FS, "S16LE")
+    assert loc.drops["bad_configuration"] == 1
+
+
 def test_lookahead_longer_than_the_window_is_a_configuration_error():
     loc = StreamingLocalizer(params(**{"audio.lookahead_s": 0.5}))
     assert not loc.on_audio_info(4, FS, "S16LE")

@@ -406,7 +406,8 @@ def test_backwards_stamps_nan_empty_and_reset():
     assert [t.track_id for t in out] == [1]
     assert tracker.update(stamp - 1, [Detection(2.0, 0.0, 0.9)]) == out  # ignored, counted
     assert tracker.diagnostics["stale_updates"] == 1
-    assert [t.track_id for t in tracker.update(stamp, [])] == [1]  # the same stamp again is fine
+    assert tracker.update(stamp, []) == out  # the same stamp again: stale too (counted once more)
+    assert tracker.diagnostics["stale_updates"] == 2
     bad = [Detection(float("nan"), 0.0, 0.9), Detection(0.1, float("inf"), 0.9),
            Detection(0.1, 0.0, float("nan")), Detection(0.2, 0.0, 0.9, np.array([np.nan, 0.0, 1.0]))]
     stamp += NS_PER_S // 10
@@ -422,7 +423,7 @@ def test_backwards_stamps_nan_empty_and_reset():
         stamp += NS_PER_S // 10
         out = tracker.update(stamp, [Detection(-2.0, 0.0, 0.9)])
     assert [t.track_id for t in out] == [1]  # IDs restart at 1 after reset
-    assert tracker.diagnostics["resets"] == 1 and tracker.diagnostics["stale_updates"] == 1
+    assert tracker.diagnostics["resets"] == 1 and tracker.diagnostics["stale_updates"] == 2
 
 
 def test_voice_inactive_time_jump_and_pole():
@@ -443,3 +444,12 @@ def test_voice_inactive_time_jump_and_pole():
         out = tracker.update(stamp, [Detection(1.0, 0.0, 0.9), Detection(-1.0, math.pi / 2, 0.9)])
     assert [t.track_id for t in out] == [2, 3]
     assert all(np.all(np.isfinite(t.covariance)) for t in out) and abs(out[1].elevation - math.pi / 2) < 1e-6
+
+
+def test_an_update_repeating_the_last_stamp_is_stale():
+    """Three calls at one stamp confirmed a track aged 0 s and shrank its variance."""
+    tr = SpeakerTracker(defaults())
+    d = [Detection(0.5, 0.0, 1.0)]
+    for _ in range(3):
+        tr.update(1_000_000_000, d)
+    assert tr.tracks == () and tr.diagnostics["stale_updates"] == 2

@@ -61,6 +61,7 @@ class AudioRingBuffer:
         self._last_chunk_ns: int | None = None
         self._drift_t: list[float] = []
         self._drift_e: list[float] = []
+        self._corrected_s = 0.0
 
     # --- time <-> index -------------------------------------------------------------------
     def time_of(self, k: int) -> int:
@@ -106,6 +107,7 @@ class AudioRingBuffer:
         self._valid[:] = False
         self._drift_t.clear()
         self._drift_e.clear()
+        self._corrected_s = 0.0  # samples inserted (gap fill) minus trimmed (overlaps), in s
 
     # --- writing --------------------------------------------------------------------------
     def _write(self, samples: np.ndarray, valid: np.ndarray) -> None:
@@ -160,8 +162,10 @@ class AudioRingBuffer:
         err = stamp_ns - self.time_of(self._next) if status == "ok" else 0
         if status == "ok":
             if abs(err) <= self.max_jitter_ns:
+                # the error against the sample count as if nothing had been corrected, so
+                # the fit is not a sawtooth once drift has triggered gaps or overlaps
                 self._drift_t.append(stamp_ns / NS_PER_S)
-                self._drift_e.append(err / NS_PER_S)
+                self._drift_e.append(err / NS_PER_S + self._corrected_s)
                 if len(self._drift_t) > 512:
                     del self._drift_t[0], self._drift_e[0]
             elif err > 0:
@@ -171,6 +175,7 @@ class AudioRingBuffer:
                     self.counts["gap_samples_filled"] += gap
                     self._write(np.zeros((self.n_channels, gap), np.float32),
                                 np.zeros(gap, dtype=bool))
+                    self._corrected_s += gap / self.sample_rate
                     status = "gap"
                 else:
                     self.counts["discontinuities"] += 1
@@ -185,6 +190,7 @@ class AudioRingBuffer:
                 self.counts["overlaps"] += 1
                 self.counts["overlap_samples_trimmed"] += overlap
                 samples, valid = samples[:, overlap:], valid[overlap:]
+                self._corrected_s -= overlap / self.sample_rate
                 status = "overlap"
         self._write(samples, valid)
         self._last_chunk_ns = stamp_ns

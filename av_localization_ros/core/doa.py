@@ -205,6 +205,8 @@ def gcc_phat(x_i: np.ndarray, x_j: np.ndarray, fs: float, max_tau: float | None 
     """
     a = np.asarray(x_i, dtype=np.float64).ravel()
     b = np.asarray(x_j, dtype=np.float64).ravel()
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("gcc_phat: the signals contain NaN or Inf")
     n = a.size + b.size
     nfft = 1 << int(np.ceil(np.log2(max(n, 2))))
     A = _sfft.rfft(a, nfft)
@@ -511,6 +513,8 @@ class DoaEstimator:
         x = np.asarray(window.samples)
         if x.ndim != 2 or x.shape[0] != self.mic_array.n_mics:
             raise ValueError(f"expected ({self.mic_array.n_mics}, n) samples, got {x.shape}")
+        if not np.isfinite(x.sum(dtype=np.float64)):  # one NaN would stay in the smoothing
+            raise ValueError("the window contains NaN or Inf samples")
         if int(window.sample_rate) != self._fs:
             self._setup(int(window.sample_rate))
         empty = np.zeros(self.grid.shape, dtype=np.float32)

@@ -36,7 +36,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "speed_of_sound": ParamSpec(343.0, "Speed of sound in m/s.", 300.0, 400.0),
     # --- audio front end ---
     "audio.buffer_s": ParamSpec(10.0, "Length of the timestamped ring buffer in seconds.", 1.0, 120.0),
-    "audio.max_jitter_s": ParamSpec(0.002, "Stamp error tolerated before a chunk counts as a gap or overlap.", 0.0, 0.1),
+    "audio.max_jitter_s": ParamSpec(0.002, "Stamp error tolerated before a chunk counts as a gap or overlap (at least 1 us: stamps are rounded to the nanosecond).", 1e-6, 0.1),
     "audio.max_gap_fill_s": ParamSpec(0.5, "Gaps up to this long are zero-filled and masked; longer ones restart the stream.", 0.0, 5.0),
     "audio.min_valid_fraction": ParamSpec(0.9, "Windows with less valid (non-gap, finite) audio are dropped and counted.", 0.0, 1.0),
     "audio.max_image_wait_s": ParamSpec(1.0, "Images whose audio has not arrived after this much audio time are dropped.", 0.0, 10.0),
@@ -52,9 +52,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "doa.azimuth_resolution_deg": ParamSpec(2.0, "Azimuth grid step in degrees.", 0.25, 45.0),
     "doa.elevation_resolution_deg": ParamSpec(10.0, "Elevation grid step in degrees (full-sphere mode).", 0.25, 45.0),
     "doa.azimuth_only": ParamSpec(True, "Search azimuth only, on one ring at doa.azimuth_only_elevation_deg; planar arrays cannot tell up from down."),
-    "doa.azimuth_only_elevation_deg": ParamSpec(30.0, "Elevation of the azimuth-only search ring: talkers' mouths and the floor/ceiling reflections reach a table- or robot-height planar array from above the horizon, which shrinks its in-plane delays by cos(elevation). Peaks report this elevation (not estimated).", -90.0, 90.0),
-    "doa.min_elevation_deg": ParamSpec(-20.0, "Lowest elevation searched (full-sphere mode).", -90.0, 90.0),
-    "doa.max_elevation_deg": ParamSpec(80.0, "Highest elevation searched (full-sphere mode).", -90.0, 90.0),
+    "doa.azimuth_only_elevation_deg": ParamSpec(30.0, "Elevation of the azimuth-only search ring: talkers' mouths and the floor/ceiling reflections reach a table- or robot-height planar array from above the horizon, which shrinks its in-plane delays by cos(elevation). Peaks report this elevation (not estimated).", -85.0, 85.0),
+    "doa.min_elevation_deg": ParamSpec(-20.0, "Lowest elevation searched (full-sphere mode); at most 85 deg from the horizon, since a grid row at +-90 deg is one direction repeated.", -85.0, 85.0),
+    "doa.max_elevation_deg": ParamSpec(80.0, "Highest elevation searched (full-sphere mode); at most 85 deg from the horizon, since a grid row at +-90 deg is one direction repeated.", -85.0, 85.0),
     "doa.freq_min_hz": ParamSpec(300.0, "Lowest frequency used by the DoA estimators.", 0.0, 96000.0),
     "doa.freq_max_hz": ParamSpec(7500.0, "Highest frequency used by the DoA estimators.", 1.0, 96000.0),
     "doa.max_sources": ParamSpec(3, "Maximum number of DoA peaks per frame.", 1, 8),
@@ -96,6 +96,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: the live localizer node's own parameters: (default, description). They may sit in the one
+#: params file next to the algorithm's (the replay reads and ignores them).
+NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
+    "publish_overlay": (True, "Publish av_localization/overlay (bgr8); costs a frame copy and drawing."),
+    "diagnostics_period_s": (1.0, "Period of /diagnostics in seconds."),
+    "publish_voices": (True, "Publish REP-155 /humans/voices/tracked and voice_<id> TF frames (needs hri_msgs)."),
+}
+
+
 def defaults() -> dict[str, Any]:
     return {name: spec.default for name, spec in PARAMETERS.items()}
 
@@ -119,6 +128,8 @@ def _coerce(name: str, spec: ParamSpec, v: Any) -> Any:
             if not isinstance(v, str):
                 raise TypeError
         elif isinstance(default, list):
+            if not isinstance(v, (list, tuple)):  # a string would be read char by char
+                raise TypeError
             v = [float(x) for x in v]
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name}: {v!r} is not of type {type(default).__name__}") from None
@@ -157,15 +168,22 @@ def load_params(path: str | Path | None = None, node_name: str | None = None) ->
         return params
     with open(path) as f:
         doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a params file maps node names to ros__parameters, got a "
+                         f"{type(doc).__name__}")
     sections = [doc.get("/**", {})]
     if node_name:
         sections.append(doc.get(node_name, {}))
     for section in sections:
-        values = flatten((section or {}).get("ros__parameters", {}))
-        unknown = sorted(set(values) - set(PARAMETERS))
+        tree = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else None
+        if not isinstance(tree, dict):
+            raise ValueError(f"{path}: ros__parameters must be a mapping")
+        values = flatten(tree)
+        unknown = sorted(set(values) - set(PARAMETERS) - set(NODE_PARAMETERS))
         if unknown:
-            raise ValueError(f"{path}: unknown parameters {unknown}")
-        params.update(values)
+            raise ValueError(f"unknown parameters {unknown}")
+        # the node shells' own parameters share the file; the algorithm does not read them
+        params.update({k: v for k, v in values.items() if k in PARAMETERS})
     return coerce_params(params)
 
 

@@ -34,7 +34,7 @@ from .channels import DEAD_DB, ChannelHealth
 from .doa import MAX_GAP_S, DoaEstimator, find_peaks
 from .fusion import DoaImageProjector, fuse
 from .geometry import MicArray
-from .stft import window_spectra
+from .stft import n_frames, window_spectra
 from .tracker import SpeakerTracker
 from .types import (NS_PER_S, AudioWindow, Detection, DoaFrame, DoaPeak, ImageFrame,
                     PipelineOutput, TrackState, angular_distance_scalar)
@@ -101,6 +101,11 @@ class Pipeline:
         self.tracker = SpeakerTracker(self.params)
         self.heatmap_runner = heatmap_runner
         self.window_samples = int(round(float(self.params["audio.window_s"]) * self.sample_rate))
+        if n_frames(self.window_samples, self.doa.nfft, self.doa.hop) < 2:
+            raise ValueError(f"audio.window_s {self.params['audio.window_s']} s is "
+                             f"{self.window_samples} samples at {self.sample_rate} Hz: fewer "
+                             f"than the 2 STFT frames (audio.nfft {self.doa.nfft}, audio.hop "
+                             f"{self.doa.hop}) a DoA estimate needs")
         lookahead_s = float(self.params["audio.lookahead_s"])
         if not 0.0 <= lookahead_s <= float(self.params["audio.window_s"]):
             raise ValueError(f"audio.lookahead_s must lie in [0, audio.window_s], got {lookahead_s}")

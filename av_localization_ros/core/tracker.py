@@ -310,7 +310,7 @@ class SpeakerTracker:
                voice_active: bool = True) -> tuple[TrackState, ...]:
         """One frame of detections at data time ``stamp_ns``; returns the confirmed tracks by ID."""
         stamp_ns = int(stamp_ns)
-        if self._last_ns is not None and stamp_ns < self._last_ns:
+        if self._last_ns is not None and stamp_ns <= self._last_ns:  # repeats would count twice
             self.diagnostics["stale_updates"] += 1
             return self._output
         dt = 0.0 if self._last_ns is None else (stamp_ns - self._last_ns) / NS_PER_S

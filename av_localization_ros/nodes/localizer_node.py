@@ -23,7 +23,7 @@ bytes) to the same decoder the DDS shell uses, and outputs are published as seri
 from __future__ import annotations
 
 from ..bag import messages as m
-from ..core.params import PARAMETERS, coerce_params
+from ..core.params import NODE_PARAMETERS, PARAMETERS, coerce_params
 from .cdr import decode, encode
 from .diagnostics import DIAGNOSTIC_ARRAY, DiagnosticsReporter
 from .localizer_logic import heatmap_runner_from_params
@@ -34,13 +34,6 @@ NODE_NAME = "av_localizer"
 OUTPUT_PREFIX = "av_localization"
 SYNC_QUEUE = 10
 SYNC_SLOP_S = 0.05
-
-#: shell-only parameters (not part of the algorithm's table)
-NODE_PARAMETERS = {
-    "publish_overlay": (True, "Publish av_localization/overlay (bgr8); costs a frame copy and drawing."),
-    "diagnostics_period_s": (1.0, "Period of /diagnostics in seconds."),
-    "publish_voices": (True, "Publish REP-155 /humans/voices/tracked and voice_<id> TF frames (needs hri_msgs)."),
-}
 
 
 def node_options(values: dict) -> dict:
