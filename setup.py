@@ -18,9 +18,11 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
         (f"share/{PACKAGE}/models", glob("models/*")),
     ],
-    install_requires=["setuptools", "numpy", "numba", "scipy", "pyyaml", "tqdm", "onnxruntime",
+    install_requires=["numpy", "numba", "scipy", "pyyaml", "tqdm", "onnxruntime",
                       "opencv-python-headless", "rosbags", "pyroomacoustics", "motmetrics",
-                      "matplotlib", "imageio"],
+                      "soundfile", "matplotlib", "imageio"],
+    # the Cyclone DDS shells (av-dds-*), for machines without rclpy
+    extras_require={"dds": ["cyclonedds"]},
     zip_safe=True,
     maintainer="av_localization_ros developers",
     maintainer_email="av-localization@example.com",
