@@ -28,7 +28,8 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([share, "config", "params.yaml"]),
-            description="ROS 2 params YAML of the localizer (every parameter is documented in it)."),
+            description="ROS 2 params YAML of the localizer (descriptions: core/params.py, or "
+                        "'ros2 param describe')."),
         DeclareLaunchArgument(
             "capture_params_file",
             default_value=PathJoinSubstitution([share, "config", "capture.yaml"]),

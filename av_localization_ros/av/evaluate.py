@@ -136,7 +136,7 @@ def main(argv=None):
     ap.add_argument("--sim-seeds", type=int, default=2)
     ap.add_argument("--sim-seed0", type=int, default=0,
                     help="first seed (the fine-tuning used demo 100-109 and overlap2 / moving3 "
-                         "1000-1023: evaluate demo on 0-2, the others on >= 10000)")
+                         "1000-1011: evaluate demo on 0-2, the others on >= 10000)")
     a = ap.parse_args(argv)
     if a.sim:
         from ..sim.scenarios import make_scenario
