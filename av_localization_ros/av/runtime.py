@@ -3,6 +3,7 @@
     runner = HeatmapRunner()                       # shipped models/, backend auto
     runner.set_audio(window)                       # AudioWindow; embedding cached at audio_rate_hz
     heatmap, confidence = runner.infer(image_bgr)  # (H, W) float32 in [0, 1], float in [0, 1]
+                                                   # (or infer(image, out_shape=(h, w)))
 
 Per frame: resize to the network input (INTER_AREA), image encoder (ONNX Runtime or TensorRT),
 cosine map = features . audio embedding (numpy, D x h*w), heatmap = cosine mapped through the
@@ -237,10 +238,13 @@ class HeatmapRunner:
         s = M.slavc_confidence(M.upsample_map(cos))
         return float(np.clip((s - self._conf_lo) / max(self._conf_hi - self._conf_lo, 1e-6), 0, 1))
 
-    def infer(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float]:
+    def infer(self, image_bgr: np.ndarray,
+              out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+        """``(heatmap, confidence)``; the heatmap is ``out_shape`` ``(h, w)`` (default: the
+        image's size), resized once from the network's low-resolution map."""
         import cv2
         self.validate_image(image_bgr)
-        H, W = image_bgr.shape[:2]
+        H, W = out_shape if out_shape is not None else image_bgr.shape[:2]
         if self._emb is None:
             return np.zeros((H, W), np.float32), 0.0
         t0 = time.perf_counter()

@@ -13,7 +13,6 @@ is silent (all-zero) the heatmap passes through unchanged.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from .camera import CameraGeometry
@@ -21,20 +20,16 @@ from .camera import CameraGeometry
 WORKING_MAX_SIDE = 160  # px: heatmaps are this coarse anyway; keeps the published topic small
 
 
+def working_scale(width: int, height: int, max_side: int = WORKING_MAX_SIDE) -> float:
+    """Working pixels per image pixel: the longest side at most ``max_side``, never enlarged."""
+    return min(1.0, max_side / max(width, height))
+
+
 def working_shape(width: int, height: int, max_side: int = WORKING_MAX_SIDE) -> tuple[int, int]:
     """``(h, w)`` of the working resolution of a ``width x height`` image: the same field of
     view and aspect ratio, longest side at most ``max_side``."""
-    scale = min(1.0, max_side / max(width, height))
+    scale = working_scale(width, height, max_side)
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
-def at_working_resolution(heatmap: np.ndarray) -> np.ndarray:
-    """A heatmap ``(H, W)`` resampled (area average) to ``working_shape(W, H)``, so that the
-    published heatmap has one size for a camera whether or not it was fused."""
-    h, w = working_shape(heatmap.shape[1], heatmap.shape[0])
-    if (h, w) == heatmap.shape:
-        return heatmap
-    return cv2.resize(heatmap, (w, h), interpolation=cv2.INTER_AREA)
 
 
 class DoaImageProjector:
@@ -43,7 +38,7 @@ class DoaImageProjector:
     def __init__(self, camera: CameraGeometry, azimuths: np.ndarray, elevations: np.ndarray,
                  range_m: float = 2.0, max_side: int = WORKING_MAX_SIDE):
         self.camera = camera
-        scale = min(1.0, max_side / max(camera.width, camera.height))
+        scale = working_scale(camera.width, camera.height, max_side)
         self.shape = working_shape(camera.width, camera.height, max_side)
         h, w = self.shape
         # pixel centres of the working grid, in full-resolution pixel coordinates

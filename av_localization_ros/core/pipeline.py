@@ -32,7 +32,7 @@ import numpy as np
 from .camera import CameraGeometry
 from .channels import DEAD_DB, ChannelHealth
 from .doa import MAX_GAP_S, DoaEstimator, find_peaks
-from .fusion import DoaImageProjector, fuse
+from .fusion import DoaImageProjector, fuse, working_shape
 from .geometry import MicArray
 from .stft import n_frames, window_spectra
 from .tracker import SpeakerTracker
@@ -274,15 +274,19 @@ class Pipeline:
         if self.heatmap_runner is not None:
             if av_window is not None and av_window.n_samples > 0:
                 self.heatmap_runner.set_audio(av_window)
-            heatmap, out.av_confidence = self.heatmap_runner.infer(image.image)
+            # at the working resolution, the size the fusion and the published topic use (the
+            # network's map is coarser still, so nothing is lost)
+            img_h, img_w = image.image.shape[:2]
+            heatmap, out.av_confidence = self.heatmap_runner.infer(
+                image.image, out_shape=working_shape(img_w, img_h))
             out.heatmap = heatmap
         t1 = time.perf_counter()
         out.timings_s["heatmap"] = t1 - t0
         if self._projector is not None:
-            h, w = self._projector.shape
-            small = None if heatmap is None else cv2.resize(heatmap, (w, h), interpolation=cv2.INTER_AREA)
             likelihood = self._projector.likelihood(out.doa.doa_map)
+            if heatmap is not None and heatmap.shape != likelihood.shape:  # image != camera size
+                heatmap = cv2.resize(heatmap, likelihood.shape[::-1], interpolation=cv2.INTER_AREA)
             if not out.doa.voice_active:
                 likelihood = np.zeros_like(likelihood)
-            out.fused_heatmap = fuse(small, likelihood)
+            out.fused_heatmap = fuse(heatmap, likelihood)
             out.timings_s["fusion"] = time.perf_counter() - t1

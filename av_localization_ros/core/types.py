@@ -159,7 +159,7 @@ class PipelineOutput:
     stamp_ns: int
     doa: DoaFrame
     tracks: tuple[TrackState, ...]
-    heatmap: np.ndarray | None = None  # (H, W) float32 in [0, 1], image-aligned
+    heatmap: np.ndarray | None = None  # float32 in [0, 1], image-aligned, fusion.working_shape
     fused_heatmap: np.ndarray | None = None  # heatmap x projected DoA likelihood
     av_confidence: float | None = None  # audio-visual "sounding and on-screen" score
     timings_s: dict[str, float] = field(default_factory=dict)

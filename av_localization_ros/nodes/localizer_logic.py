@@ -16,7 +16,6 @@ import numpy as np
 
 from ..bag import messages as m
 from ..core.camera import CalibrationError
-from ..core.fusion import at_working_resolution
 from ..core.stream import StreamingLocalizer
 from ..core.types import ImageFrame, PipelineOutput
 from ..evaluation.plots import overlay_frame
@@ -167,9 +166,9 @@ class LocalizerLogic:
             msgs.append(("speakers", m.speakers_pose_array(list(out.tracks), stamp, self.array_frame)))
             msgs.append(("speaker_markers", m.speaker_markers(list(out.tracks), stamp, self.array_frame)))
             heat = out.fused_heatmap if out.fused_heatmap is not None else out.heatmap
-            if heat is not None:  # one size per camera, fused or not
-                heat_msg = np.ascontiguousarray(at_working_resolution(heat), np.float32)
-                msgs.append(("heatmap", m.float_image_msg(heat_msg, stamp, self.camera_frame)))
+            if heat is not None:  # the working resolution, fused or not (Pipeline)
+                msgs.append(("heatmap", m.float_image_msg(np.ascontiguousarray(heat, np.float32),
+                                                          stamp, self.camera_frame)))
             if self.publish_overlay and out.image is not None:
                 over = overlay_frame(out.image.image, heat, list(out.tracks), self.stream.camera, None)
                 msgs.append(("overlay", m.image_to_msg(over, stamp, self.camera_frame, "bgr8")))
