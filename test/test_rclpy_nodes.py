@@ -486,10 +486,12 @@ def test_capture_shell_against_api_stand_in(fake_ros, monkeypatch):
 def test_node_only_parameters_take_integers_and_refuse_nonsense():
     """Declared with dynamic typing (rclpy fixes a parameter's type from its default otherwise,
     and 'diagnostics_period_s: 1' in a params file raised InvalidParameterTypeException)."""
-    from av_localization_ros.core.params import NODE_PARAMETERS
-    from av_localization_ros.nodes.localizer_node import node_options
+    from av_localization_ros.core.params import NODE_PARAMETERS, coerce_params
 
-    defaults = {name: default for name, (default, _) in NODE_PARAMETERS.items()}
+    def node_options(values):
+        return coerce_params(values, NODE_PARAMETERS)
+
+    defaults = {name: spec.default for name, spec in NODE_PARAMETERS.items()}
     assert node_options(defaults) == defaults
     opt = node_options(dict(defaults, diagnostics_period_s=2))
     assert opt["diagnostics_period_s"] == 2.0 and isinstance(opt["diagnostics_period_s"], float)

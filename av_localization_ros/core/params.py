@@ -96,12 +96,12 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-#: the live localizer node's own parameters: (default, description). They may sit in the one
-#: params file next to the algorithm's (the replay reads and ignores them).
-NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
-    "publish_overlay": (True, "Publish av_localization/overlay (bgr8); costs a frame copy and drawing."),
-    "diagnostics_period_s": (1.0, "Period of /diagnostics in seconds."),
-    "publish_voices": (True, "Publish REP-155 /humans/voices/tracked and voice_<id> TF frames (needs hri_msgs)."),
+#: the live localizer node's own parameters. They may sit in the one params file next to the
+#: algorithm's (the replay reads and ignores them); the node checks them with coerce_params.
+NODE_PARAMETERS: dict[str, ParamSpec] = {
+    "publish_overlay": ParamSpec(True, "Publish av_localization/overlay (bgr8); costs a frame copy and drawing."),
+    "diagnostics_period_s": ParamSpec(1.0, "Period of /diagnostics in seconds.", 0.01, 3600.0),
+    "publish_voices": ParamSpec(True, "Publish REP-155 /humans/voices/tracked and voice_<id> TF frames (needs hri_msgs)."),
 }
 
 
@@ -142,15 +142,17 @@ def _coerce(name: str, spec: ParamSpec, v: Any) -> Any:
     return v
 
 
-def coerce_params(values: dict[str, Any]) -> dict[str, Any]:
+def coerce_params(values: dict[str, Any],
+                  table: dict[str, ParamSpec] = PARAMETERS) -> dict[str, Any]:
     """The parameters cast to their defaults' types (YAML ``343`` for a float, ...) and checked
     against their ranges and choices; a ValueError lists every unusable one (with what it
     does), so a typo in a params file stops the node at start rather than hanging it (e.g. a
     DoA rate of 1e9) or failing later. Missing names take their defaults; unknown names are
-    kept (the node shells add their own)."""
+    kept (the node shells add their own). ``table``: which parameters (default: the
+    algorithm's; ``NODE_PARAMETERS`` for the node's own)."""
     out = dict(values)
     problems = []
-    for name, spec in PARAMETERS.items():
+    for name, spec in table.items():
         try:
             out[name] = _coerce(name, spec, out.get(name, spec.default))
         except ValueError as exc:

@@ -36,26 +36,6 @@ SYNC_QUEUE = 10
 SYNC_SLOP_S = 0.05
 
 
-def node_options(values: dict) -> dict:
-    """The node-only parameters coerced to their defaults' types; ValueError naming the one
-    that cannot be (so the node refuses to start with a clear message)."""
-    out = {}
-    for name, (default, _) in NODE_PARAMETERS.items():
-        value = values.get(name, default)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name}: {value!r} is not true or false")
-            out[name] = value
-            continue
-        try:
-            out[name] = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: {value!r} is not a number") from None
-        if not out[name] > 0:
-            raise ValueError(f"{name}: {value!r} must be > 0")
-    return out
-
-
 def _msg_class(msgtype: str):
     from rosidl_runtime_py.utilities import get_message
 
@@ -78,15 +58,16 @@ def make_node_class():
             for name, spec in PARAMETERS.items():
                 self.declare_parameter(name, spec.default, ParameterDescriptor(
                     description=spec.description, read_only=True, dynamic_typing=True))
-            for name, (default, description) in NODE_PARAMETERS.items():
+            for name, spec in NODE_PARAMETERS.items():
                 # dynamic typing: "diagnostics_period_s: 1" in a params file is an integer
-                self.declare_parameter(name, default, ParameterDescriptor(
-                    description=description, read_only=True, dynamic_typing=True))
+                self.declare_parameter(name, spec.default, ParameterDescriptor(
+                    description=spec.description, read_only=True, dynamic_typing=True))
             raw = {name: self.get_parameter(name).value for name in PARAMETERS}
             params = coerce_params(raw)
             validate_params(params)
             self.params = params
-            opt = node_options({name: self.get_parameter(name).value for name in NODE_PARAMETERS})
+            opt = coerce_params({name: self.get_parameter(name).value for name in NODE_PARAMETERS},
+                                NODE_PARAMETERS)
 
             self.logic = LocalizerLogic(params, heatmap_runner=heatmap_runner_from_params(params),
                                         publish_overlay=bool(opt["publish_overlay"]))
