@@ -55,7 +55,6 @@ Ground truth
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +67,7 @@ from ..core.camera import R_BODY_OPTICAL, CameraGeometry
 from ..core.geometry import SPEED_OF_SOUND_M_S, GeometryError, MicArray
 from ..core.types import NS_PER_S, ImageFrame, vector_to_azel
 from ..evaluation.ground_truth import GroundTruthSample, SpeakerTruth
-from .speech import AUDIO_EXTENSIONS, SPEECH_DIR_ENV, get_library, load_audio_mono
+from .speech import AUDIO_EXTENSIONS, get_library, load_audio_mono, resolve_speech_dir
 
 DEFAULT_START_NS = 1_700_000_000_000_000_000
 MAX_TALKERS = 3
@@ -758,9 +757,8 @@ def simulate_scene(cfg: SceneConfig, timings: dict | None = None) -> SceneRecord
     """
     from .render import SceneRenderer, mouth_openness
 
-    if cfg.speech_dir is None and os.environ.get(SPEECH_DIR_ENV):
-        # record the speech actually used, so the bag's scene config reproduces the scene
-        cfg = dataclasses.replace(cfg, speech_dir=os.environ[SPEECH_DIR_ENV])
+    # record the speech folder actually used, so the bag's scene config reproduces the scene
+    cfg = dataclasses.replace(cfg, speech_dir=resolve_speech_dir(cfg.speech_dir))
     t0 = time.perf_counter()
     comps = simulate_audio(cfg)
     t1 = time.perf_counter()

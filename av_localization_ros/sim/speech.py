@@ -130,8 +130,7 @@ class SpeechLibrary:
 
     def __init__(self, directory: str | os.PathLike | None = None, sample_rate: int = 16000,
                  min_duration_s: float = 0.5):
-        if directory is None:
-            directory = os.environ.get(SPEECH_DIR_ENV) or None
+        directory = resolve_speech_dir(directory)
         self.sample_rate = int(sample_rate)
         self.source = "assets" if directory is None else "directory"
         self.directory = ASSETS_DIR if directory is None else Path(directory)
@@ -208,6 +207,12 @@ class SpeechLibrary:
         return out
 
 
+def resolve_speech_dir(directory: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The speech folder to use: ``directory``, else ``$AVLOC_SPEECH_DIR``, else None (the
+    shipped clips)."""
+    return directory if directory is not None else (os.environ.get(SPEECH_DIR_ENV) or None)
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_library(directory: str | None, sample_rate: int) -> SpeechLibrary:
     return SpeechLibrary(directory, sample_rate)
@@ -216,7 +221,6 @@ def _cached_library(directory: str | None, sample_rate: int) -> SpeechLibrary:
 def get_library(directory: str | os.PathLike | None = None,
                 sample_rate: int = 16000) -> SpeechLibrary:
     """A cached ``SpeechLibrary`` (loading a directory of mp3s is not free)."""
-    if directory is None:
-        directory = os.environ.get(SPEECH_DIR_ENV) or None
+    directory = resolve_speech_dir(directory)
     return _cached_library(None if directory is None else str(Path(directory).resolve()),
                            int(sample_rate))
