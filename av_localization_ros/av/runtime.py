@@ -83,22 +83,15 @@ def _check_spec(spec_list, name, shape, what):
                                  f"runtime expects static shapes {list(shape)}")
 
 
-def _check_metadata(meta: dict, meta_path: Path) -> float:
+def _check_metadata(calibration: dict[str, float], audio: dict, window_s: float,
+                    meta_path: Path) -> None:
     """ModelMismatchError unless the calibration windows are finite and ordered and the audio
-    front end the model was trained with is this runtime's; returns the audio window (s)."""
-    try:
-        cal = meta["calibration"]
-        for lo, hi in (("cos_lo", "cos_hi"), ("conf_lo", "conf_hi")):
-            a, b = float(cal[lo]), float(cal[hi])
-            if not (math.isfinite(a) and math.isfinite(b) and a < b):
-                raise ModelMismatchError(f"{meta_path}: calibration needs finite {lo} < {hi}, "
-                                         f"got {a}, {b}")
-        audio = meta.get("audio", {})
-        window_s = float(audio.get("window_s", WINDOW_S))
-    except (KeyError, ValueError, TypeError) as e:
-        if isinstance(e, ModelMismatchError):
-            raise
-        raise ModelMismatchError(f"{meta_path}: malformed metadata ({e})") from e
+    front end the model was trained with is this runtime's."""
+    for lo, hi in (("cos_lo", "cos_hi"), ("conf_lo", "conf_hi")):
+        a, b = calibration[lo], calibration[hi]
+        if not (math.isfinite(a) and math.isfinite(b) and a < b):
+            raise ModelMismatchError(f"{meta_path}: calibration needs finite {lo} < {hi}, "
+                                     f"got {a}, {b}")
     if not (math.isfinite(window_s) and N_SAMPLES_MIN_S <= window_s <= 10.0):
         raise ModelMismatchError(f"{meta_path}: audio window_s {window_s} outside "
                                  f"[{N_SAMPLES_MIN_S}, 10] s")
@@ -107,7 +100,6 @@ def _check_metadata(meta: dict, meta_path: Path) -> float:
     if wrong:
         raise ModelMismatchError(f"{meta_path}: audio features {wrong} differ from this "
                                  f"runtime's {expected}")
-    return window_s
 
 
 class HeatmapRunner:
@@ -123,16 +115,20 @@ class HeatmapRunner:
             h, w = (int(v) for v in self.meta["input_size"])
             d = int(self.meta["embed_dim"])
             feat_shape = tuple(int(v) for v in self.meta["image"]["output_shape"])
-            cal = self.meta["calibration"]
-        except (KeyError, ValueError, TypeError) as e:
+            cal = {k: float(self.meta["calibration"][k])
+                   for k in ("cos_lo", "cos_hi", "conf_lo", "conf_hi")}
+            audio = self.meta.get("audio", {})
+            window_s = float(audio.get("window_s", WINDOW_S))
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise ModelMismatchError(f"{meta_path}: malformed metadata ({e})") from e
+        _check_metadata(cal, audio, window_s, meta_path)
         if audio_rate_hz <= 0:
             raise ValueError("audio_rate_hz must be > 0")
         self.input_size = (h, w)
-        self.audio_window_s = _check_metadata(self.meta, meta_path)
+        self.audio_window_s = window_s
         self.audio_rate_hz = float(audio_rate_hz)
-        self._cos_lo, self._cos_hi = float(cal["cos_lo"]), float(cal["cos_hi"])
-        self._conf_lo, self._conf_hi = float(cal["conf_lo"]), float(cal["conf_hi"])
+        self._cos_lo, self._cos_hi = cal["cos_lo"], cal["cos_hi"]
+        self._conf_lo, self._conf_hi = cal["conf_lo"], cal["conf_hi"]
 
         img_path, aud_path = self.model_dir / IMAGE_ONNX, self.model_dir / AUDIO_ONNX
         for p in (img_path, aud_path):
