@@ -51,7 +51,6 @@ class StreamingLocalizer:
         self._images: deque[ImageFrame] = deque(maxlen=max_image_queue)
         self._rate_period_ns = int(NS_PER_S / float(self.params["doa.rate_hz"]))
         self._next_tick_ns: int | None = None
-        self._last_image_ns: int | None = None  # stamp of the last image-driven step
         self._image_arrival_ns: int | None = None  # audio end when the last image arrived
         self._newest_image_ns: int | None = None  # newest image stamp checked against the audio
         self._last_output_ns: int | None = None
@@ -126,7 +125,6 @@ class StreamingLocalizer:
         """Forget the schedule, the queued images and the output clock (a new stream)."""
         self._next_tick_ns = None
         self._images.clear()
-        self._last_image_ns = None
         self._image_arrival_ns = None
         self._newest_image_ns = None
         self._last_output_ns = None
@@ -215,8 +213,8 @@ class StreamingLocalizer:
                            "image stamp at or before the previous output (late or repeated "
                            "frame); outputs must not go back in time")
                 continue
-            self._last_image_ns = image.stamp_ns
-            self._newest_image_ns = max(image.stamp_ns, self._newest_image_ns or image.stamp_ns)
+            if self._newest_image_ns is None or image.stamp_ns > self._newest_image_ns:
+                self._newest_image_ns = image.stamp_ns  # queued before the audio started
             out = self._step(image.stamp_ns, image)
             if out is not None:
                 outputs.append(out)
@@ -287,10 +285,11 @@ class StreamingLocalizer:
 
     @property
     def data_stamp_ns(self) -> int:
-        """Newest data time seen (end of the buffered audio or the last image-driven step; 0
-        before any data). Diagnostics are stamped with it, so they share the data's clock."""
+        """Newest data time seen (end of the buffered audio or the newest image checked against
+        it; 0 before any data). Diagnostics are stamped with it, so they share the data's
+        clock."""
         audio = self.buffer.end_stamp_ns if self.buffer is not None and self.buffer.started else 0
-        return max(audio or 0, self._last_image_ns or 0)
+        return max(audio or 0, self._newest_image_ns or 0)
 
     def diagnostics(self) -> dict[str, Any]:
         d: dict[str, Any] = {f"drop.{k}": v for k, v in sorted(self.drops.items())}
