@@ -161,10 +161,14 @@ class AudioCapture:
     def stop(self) -> None:
         """Stop and close the stream and terminate our PyAudio; host errors on the way (a
         device that is gone) are logged, never left to skip the rest of the cleanup."""
-        stream, self._stream = self._stream, None
-        pa, self._pa = (self._pa, None) if self._own_pa else (None, self._pa)
-        steps = [] if stream is None else [stream.stop_stream, stream.close]
-        for step in steps + ([] if pa is None else [pa.terminate]):
+        steps = []
+        if self._stream is not None:
+            steps += [self._stream.stop_stream, self._stream.close]
+            self._stream = None
+        if self._own_pa and self._pa is not None:
+            steps.append(self._pa.terminate)
+            self._pa = None
+        for step in steps:
             try:
                 step()
             except (IOError, OSError) as exc:
